@@ -1,0 +1,1 @@
+//! aa-virt: sVirt-style AppArmor confinement for libvirt guests and LXC containers.
