@@ -1,1 +1,14 @@
-//! aa-virt: sVirt-style AppArmor confinement for libvirt guests and LXC containers.
+//! aa-virt: sVirt-style AppArmor confinement for libvirt guests and LXC
+//! containers.
+//!
+//! Data flows one way: input (domain XML, LXC config) → [`guest::Guest`] →
+//! [`policy`] rules → profile text → [`store`] files → kernel ([`apparmor`]).
+
+#![warn(missing_docs)]
+
+pub mod apparmor;
+pub mod cli;
+pub mod guest;
+pub mod libvirt;
+pub mod policy;
+pub mod store;

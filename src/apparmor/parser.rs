@@ -1,0 +1,191 @@
+//! Running the real `apparmor_parser`: compile-only checks, loads, replaces
+//! and removals, with a compiled-policy cache.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where Debian's `apparmor` package ships a features file for hosts whose
+/// kernel has no AppArmor (used for compile-only checks).
+pub const SHIPPED_FEATURES: &str = "/usr/share/apparmor-features/features";
+
+/// The kernel's feature tree.
+pub const KERNEL_FEATURES: &str = "/sys/kernel/security/apparmor/features";
+
+/// Parser errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ParserError {
+    /// The parser binary could not be run.
+    #[error("cannot run {bin}: {source} (is the apparmor package installed?)")]
+    Spawn {
+        /// The binary.
+        bin: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The parser rejected the profile.
+    #[error("apparmor_parser {action} {file} failed{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    Rejected {
+        /// What we asked it to do (`check`, `replace`, ...).
+        action: &'static str,
+        /// The file handed to the parser.
+        file: String,
+        /// The line the parser complained about, when it said.
+        line: Option<u32>,
+        /// The parser's own message.
+        message: String,
+    },
+}
+
+/// How to run `apparmor_parser`.
+#[derive(Debug, Clone)]
+pub struct Parser {
+    /// The binary.
+    pub bin: PathBuf,
+    /// Extra include directories, searched before the base directory.
+    pub includes: Vec<PathBuf>,
+    /// Base directory for includes (`/etc/apparmor.d` by default).
+    pub base: Option<PathBuf>,
+    /// Compiled-policy cache directory; `None` disables the cache.
+    pub cache: Option<PathBuf>,
+    /// Features file for compile-only checks; `None` means the kernel's.
+    pub features: Option<PathBuf>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser::new()
+    }
+}
+
+impl Parser {
+    /// The parser from `AA_VIRT_PARSER`, or `apparmor_parser` from the usual
+    /// places; the features file is the kernel's when the kernel has
+    /// AppArmor, Debian's shipped file otherwise.
+    pub fn new() -> Parser {
+        let bin = std::env::var_os("AA_VIRT_PARSER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                ["/usr/sbin/apparmor_parser", "/sbin/apparmor_parser"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.exists())
+                    .unwrap_or_else(|| PathBuf::from("apparmor_parser"))
+            });
+        let features = if Path::new(KERNEL_FEATURES).exists() {
+            None
+        } else if Path::new(SHIPPED_FEATURES).exists() {
+            Some(PathBuf::from(SHIPPED_FEATURES))
+        } else {
+            None
+        };
+        Parser {
+            bin,
+            includes: Vec::new(),
+            base: None,
+            cache: None,
+            features,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        if let Some(b) = &self.base {
+            c.arg("--base").arg(b);
+        }
+        for i in &self.includes {
+            c.arg("-I").arg(i);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, action: &'static str, mut c: Command, file: &Path) -> Result<(), ParserError> {
+        let out = c.output().map_err(|source| ParserError::Spawn {
+            bin: self.bin.clone(),
+            source,
+        })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (line, message) = summarise(&stderr);
+        Err(ParserError::Rejected {
+            action,
+            file: file.display().to_string(),
+            line,
+            message: if message.is_empty() {
+                format!("exit status {}", out.status)
+            } else {
+                message
+            },
+        })
+    }
+
+    /// Compile `profile` without loading it into the kernel.
+    pub fn check(&self, profile: &Path) -> Result<(), ParserError> {
+        let mut c = self.command();
+        c.arg("--skip-kernel-load")
+            .arg("--skip-cache")
+            .arg("--quiet");
+        if let Some(f) = &self.features {
+            c.arg("--features-file").arg(f);
+        }
+        c.arg("-o").arg("/dev/null").arg(profile);
+        self.run("check", c, profile)
+    }
+
+    /// Load or replace `profile` in the kernel, writing the cache.
+    pub fn replace(&self, profile: &Path) -> Result<(), ParserError> {
+        let mut c = self.command();
+        c.arg("--replace");
+        match &self.cache {
+            Some(dir) => {
+                c.arg("--write-cache").arg("--cache-loc").arg(dir);
+            }
+            None => {
+                c.arg("--skip-cache");
+            }
+        }
+        c.arg(profile);
+        self.run("replace", c, profile)
+    }
+
+    /// Unload the profile(s) defined in `profile` from the kernel.
+    pub fn remove(&self, profile: &Path) -> Result<(), ParserError> {
+        let mut c = self.command();
+        c.arg("--remove").arg("--skip-cache").arg(profile);
+        self.run("remove", c, profile)
+    }
+}
+
+/// Pull the line number and the useful message out of the parser's stderr.
+///
+/// The parser writes e.g. `AppArmor parser error for /x in profile /y at
+/// line 7: syntax error, unexpected TOK_ID`.
+pub fn summarise(stderr: &str) -> (Option<u32>, String) {
+    let mut line = None;
+    let mut msgs = Vec::new();
+    for l in stderr.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(pos) = l.find(" at line ") {
+            let rest = &l[pos + 9..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            line = digits.parse().ok().or(line);
+        }
+        msgs.push(l.to_string());
+    }
+    (line, msgs.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarise_finds_line() {
+        let (l, m) = summarise(
+            "AppArmor parser error for /tmp/p in profile /tmp/p at line 7: syntax error\n",
+        );
+        assert_eq!(l, Some(7));
+        assert!(m.contains("syntax error"));
+    }
+}

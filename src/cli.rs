@@ -1,0 +1,191 @@
+//! Command line: argument parsing and the top-level commands. Each command
+//! is a thin layer over the library; errors become one clear line on stderr
+//! and a documented exit code.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Args, Parser as ClapParser, Subcommand};
+
+use crate::apparmor::Parser;
+use crate::libvirt::{self, profile, ReadOptions};
+use crate::policy::Templates;
+
+/// Success.
+pub const EXIT_OK: i32 = 0;
+/// Any error.
+pub const EXIT_ERROR: i32 = 1;
+/// Bad command line.
+pub const EXIT_USAGE: i32 = 2;
+/// `list --check`: a guest is not confined as expected.
+pub const EXIT_NOT_CONFINED: i32 = 3;
+
+/// A boxed error with a message meant for the user.
+pub type CliError = Box<dyn std::error::Error + Send + Sync>;
+
+/// sVirt-style AppArmor confinement for libvirt guests and LXC containers.
+#[derive(Debug, ClapParser)]
+#[command(name = "aa-virt", version, about, long_about = None)]
+pub struct Cli {
+    /// Options for every command.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Directory overriding the built-in templates (same layout as templates/).
+    #[arg(long, env = "AA_VIRT_TEMPLATES", global = true, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render a libvirt guest's profile from its domain XML (dry run).
+    Profile(ProfileArgs),
+}
+
+/// `aa-virt profile`.
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// Domain XML file, or - for standard input.
+    #[arg(default_value = "-")]
+    pub xml: String,
+    /// Print only the generated rules (the .files content).
+    #[arg(long)]
+    pub files_only: bool,
+    /// Compile the result with apparmor_parser (nothing is loaded).
+    #[arg(long)]
+    pub check: bool,
+    /// Print each rule with the device it comes from, and the devices that get no rule and why.
+    #[arg(long)]
+    pub explain: bool,
+    /// Do not read backing chains from image headers when the XML has none.
+    #[arg(long)]
+    pub no_probe: bool,
+    /// Render the profile in complain mode.
+    #[arg(long)]
+    pub complain: bool,
+}
+
+/// Read a whole input (file or `-`), bounded by the domain XML limit.
+pub fn read_input(src: &str) -> Result<String, CliError> {
+    let limit = libvirt::domain::MAX_XML_BYTES as u64 + 1;
+    let mut buf = Vec::new();
+    if src == "-" {
+        std::io::stdin().take(limit).read_to_end(&mut buf)?;
+    } else {
+        std::fs::File::open(src)
+            .map_err(|e| format!("cannot open {src}: {e}"))?
+            .take(limit)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read {src}: {e}"))?;
+    }
+    if buf.len() as u64 >= limit {
+        return Err(libvirt::DomainError::TooLarge(buf.len()).into());
+    }
+    String::from_utf8(buf).map_err(|_| format!("{src}: domain XML is not valid UTF-8").into())
+}
+
+fn cmd_profile(g: &Global, a: &ProfileArgs) -> Result<i32, CliError> {
+    let xml = read_input(&a.xml)?;
+    let guest = libvirt::parse(
+        &xml,
+        &ReadOptions {
+            probe_chains: !a.no_probe,
+        },
+    )?;
+    let templates = Templates::load(g.templates.as_deref())?;
+    let r = profile::render(&guest, &templates, a.complain)?;
+    if a.check {
+        r.check(&guest, &templates, &Parser::new())?;
+        eprintln!(
+            "aa-virt: {} ({}) compiles with apparmor_parser",
+            r.name, guest.name
+        );
+    }
+    let mut out = String::new();
+    if a.explain {
+        for rule in r.rules.rules() {
+            out.push_str(&format!(
+                "{}\n      from: {}\n",
+                rule.render(),
+                rule.origins.join("; ")
+            ));
+        }
+        for s in &guest.skipped {
+            out.push_str(&format!("  # no rule: {}: {}\n", s.origin, s.reason));
+        }
+    } else if a.files_only {
+        out = r.files;
+    } else {
+        let layout = profile::Layout::default();
+        out.push_str(&format!(
+            "# ==> {} <==\n",
+            layout.profile_path(&r.name).display()
+        ));
+        out.push_str(&r.profile);
+        out.push_str(&format!(
+            "\n# ==> {} <==\n",
+            layout.files_path(&r.name).display()
+        ));
+        out.push_str(&r.files);
+    }
+    print!("{out}");
+    Ok(EXIT_OK)
+}
+
+fn init_logging(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = if g.quiet {
+        "error"
+    } else {
+        match g.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_env("AA_VIRT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Run the command line; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(&cli.global);
+    let res = match &cli.command {
+        Command::Profile(a) => cmd_profile(&cli.global, a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("aa-virt: error: {e}");
+            EXIT_ERROR
+        }
+    }
+}

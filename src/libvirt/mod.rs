@@ -1,0 +1,8 @@
+//! libvirt: domain XML to guest, image backing chains, and the front ends
+//! libvirt drives (hook and drop-in helper).
+
+pub mod domain;
+pub mod image;
+pub mod profile;
+
+pub use domain::{parse, DomainError, ReadOptions};

@@ -1,0 +1,245 @@
+//! Path checks and escaping: the one place where a host path becomes
+//! AppArmor rule text.
+//!
+//! A path that goes into a rule must match itself and nothing more. Every
+//! byte the parser's glob, alternation or quoting grammar gives meaning to is
+//! escaped; control characters are refused (the kernel will never hand them
+//! to the matcher as part of a sane guest path, and they would corrupt the
+//! profile text); bytes that are not UTF-8 are written as octal escapes so
+//! the profile stays valid text and still matches the exact bytes.
+//!
+//! `tests/escaping.rs` proves the property with the real `apparmor_parser`:
+//! each escaped path compiles to a DFA that accepts exactly that one string.
+
+use std::path::Path;
+
+use std::os::unix::ffi::OsStrExt;
+
+use crate::guest::display_bytes;
+
+/// Longest path the kernel resolves in one system call (PATH_MAX includes the NUL).
+pub const PATH_MAX: usize = 4095;
+
+/// Why a path cannot be put into a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Path does not start with `/`.
+    #[error("path {0:?} is not absolute")]
+    Relative(String),
+    /// Empty path.
+    #[error("path is empty")]
+    Empty,
+    /// Path contains a control character (newline, tab, NUL ...).
+    #[error("path {path:?} contains control character 0x{byte:02x}")]
+    Control {
+        /// The path, printable.
+        path: String,
+        /// The offending byte.
+        byte: u8,
+    },
+    /// Path is longer than the kernel resolves.
+    #[error("path is {len} bytes long, over the kernel's limit of {PATH_MAX}")]
+    TooLong {
+        /// Length in bytes.
+        len: usize,
+    },
+}
+
+/// Check that raw path bytes can be expressed as an exact rule.
+pub fn check_path(bytes: &[u8]) -> Result<(), PathError> {
+    if bytes.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if let Some(&b) = bytes.iter().find(|&&b| b < 0x20 || b == 0x7f) {
+        return Err(PathError::Control {
+            path: display_bytes(bytes),
+            byte: b,
+        });
+    }
+    if bytes[0] != b'/' {
+        return Err(PathError::Relative(display_bytes(bytes)));
+    }
+    if bytes.len() > PATH_MAX {
+        return Err(PathError::TooLong { len: bytes.len() });
+    }
+    Ok(())
+}
+
+/// Characters that have a meaning inside a quoted AppArmor path.
+///
+/// `* ? [ ] { }` glob, `,` alternates inside `{}`, `^` negates inside `[]`,
+/// `\` escapes, `"` ends the string. Escaping `{` also defeats `@{VAR}`
+/// variable expansion. The parser always treats `. + | ( ) $` literally.
+const SPECIAL: &[u8] = b"\\\"*?[]{}^,";
+
+/// Escape raw path bytes for use inside a double-quoted rule path.
+///
+/// The caller must have run [`check_path`] (or otherwise know the bytes hold
+/// no control characters); this function never fails so that it can be used
+/// for already-validated data, and it escapes control bytes defensively as
+/// octal rather than emit them raw.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_ascii() {
+                let b = c as u8;
+                if SPECIAL.contains(&b) {
+                    out.push('\\');
+                    out.push(c);
+                } else if b < 0x20 || b == 0x7f {
+                    out.push_str(&format!("\\{b:03o}"));
+                } else {
+                    out.push(c);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    out
+}
+
+/// Escape a path (see [`escape_bytes`]).
+pub fn escape_path(p: &Path) -> String {
+    escape_bytes(p.as_os_str().as_bytes())
+}
+
+/// A rule path: literal parts, which are escaped, and fixed glob parts that
+/// come from aa-virt itself (never from input).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pattern(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Part {
+    Lit(Vec<u8>),
+    Glob(&'static str),
+}
+
+impl Pattern {
+    /// A pattern that matches exactly these bytes.
+    pub fn literal(bytes: impl Into<Vec<u8>>) -> Self {
+        Pattern(vec![Part::Lit(bytes.into())])
+    }
+
+    /// A pattern that matches exactly this path.
+    pub fn path(p: &Path) -> Self {
+        Pattern::literal(p.as_os_str().as_bytes())
+    }
+
+    /// Append literal bytes.
+    pub fn lit(mut self, bytes: impl AsRef<[u8]>) -> Self {
+        let b = bytes.as_ref();
+        if let Some(Part::Lit(last)) = self.0.last_mut() {
+            last.extend_from_slice(b);
+        } else {
+            self.0.push(Part::Lit(b.to_vec()));
+        }
+        self
+    }
+
+    /// Append a fixed glob such as `**` or `*` (trusted text, not escaped).
+    pub fn glob(mut self, g: &'static str) -> Self {
+        self.0.push(Part::Glob(g));
+        self
+    }
+
+    /// True when the pattern contains no glob: it matches one path.
+    pub fn is_exact(&self) -> bool {
+        self.0.iter().all(|p| matches!(p, Part::Lit(_)))
+    }
+
+    /// The literal bytes when the pattern is exact.
+    pub fn exact_bytes(&self) -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        for p in &self.0 {
+            match p {
+                Part::Lit(b) => v.extend_from_slice(b),
+                Part::Glob(_) => return None,
+            }
+        }
+        Some(v)
+    }
+
+    /// The rule text, quoted, with every literal part escaped.
+    pub fn render(&self) -> String {
+        let mut s = String::from("\"");
+        for p in &self.0 {
+            match p {
+                Part::Lit(b) => s.push_str(&escape_bytes(b)),
+                Part::Glob(g) => s.push_str(g),
+            }
+        }
+        s.push('"');
+        s
+    }
+
+    /// A printable form for messages and `--explain`.
+    pub fn display(&self) -> String {
+        let mut s = String::new();
+        for p in &self.0 {
+            match p {
+                Part::Lit(b) => s.push_str(&display_bytes(b)),
+                Part::Glob(g) => s.push_str(g),
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths_are_unchanged() {
+        assert_eq!(
+            escape_bytes(b"/var/lib/libvirt/images/vm-1_a.b+c.qcow2"),
+            "/var/lib/libvirt/images/vm-1_a.b+c.qcow2"
+        );
+    }
+
+    #[test]
+    fn specials_are_escaped() {
+        assert_eq!(
+            escape_bytes(br#"/a*b?c[d]e{f,g}h^i\j"k"#),
+            r#"/a\*b\?c\[d\]e\{f\,g\}h\^i\\j\"k"#
+        );
+        assert_eq!(escape_bytes(b"/h@{HOME}"), r"/h@\{HOME\}");
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_octal() {
+        assert_eq!(escape_bytes(b"/tmp/\xff\xfe"), r"/tmp/\377\376");
+        assert_eq!(escape_bytes("/tmp/é".as_bytes()), "/tmp/é");
+    }
+
+    #[test]
+    fn checks() {
+        assert_eq!(check_path(b""), Err(PathError::Empty));
+        assert!(matches!(check_path(b"rel/x"), Err(PathError::Relative(_))));
+        assert!(matches!(
+            check_path(b"/a\nb"),
+            Err(PathError::Control { byte: b'\n', .. })
+        ));
+        assert!(matches!(
+            check_path(b"/a\x7f"),
+            Err(PathError::Control { byte: 0x7f, .. })
+        ));
+        assert!(check_path(&[b'/'; 5000]).is_err());
+        assert!(check_path(b"/ok path/ x ").is_ok());
+    }
+
+    #[test]
+    fn pattern_escapes_only_literals() {
+        let p = Pattern::literal(b"/var/log/libvirt/".to_vec())
+            .glob("**")
+            .lit(b"/vm*.log");
+        assert_eq!(p.render(), r#""/var/log/libvirt/**/vm\*.log""#);
+        assert!(!p.is_exact());
+        assert!(Pattern::literal(b"/x".to_vec()).is_exact());
+    }
+}

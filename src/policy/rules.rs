@@ -1,0 +1,338 @@
+//! From a guest's resources to rules: validation, resolution, restriction
+//! checks and merging all happen here, once, for every front end.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use std::os::unix::ffi::OsStrExt;
+
+use crate::guest::{display_path, Access, Guest, GuestKind, Resource, Scope};
+
+use super::escape::{check_path, PathError, Pattern};
+use super::paths::{resolve, restriction, ResolveError};
+
+/// Why a guest's rules could not be made. Every variant names the guest, the
+/// device and the path.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// The path cannot be expressed exactly (relative, control characters...).
+    #[error("guest {guest}: {origin}: {source}")]
+    BadPath {
+        /// Guest name.
+        guest: String,
+        /// Device.
+        origin: String,
+        /// What is wrong.
+        source: PathError,
+    },
+    /// The path could not be resolved.
+    #[error("guest {guest}: {origin}: {source}")]
+    Resolve {
+        /// Guest name.
+        guest: String,
+        /// Device.
+        origin: String,
+        /// What went wrong.
+        source: ResolveError,
+    },
+    /// The resolved path is a restricted host location.
+    #[error("guest {guest}: {origin}: refusing {path}: {reason}")]
+    Restricted {
+        /// Guest name.
+        guest: String,
+        /// Device.
+        origin: String,
+        /// The path as configured (and where it resolves, when different).
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The guest name cannot be used in a profile.
+    #[error("guest name {0:?} cannot be used: {1}")]
+    BadName(String, String),
+}
+
+/// One rule: a pattern, the access granted and every device that needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// What it matches.
+    pub pattern: Pattern,
+    /// What it grants.
+    pub access: Access,
+    /// Which devices need it (for `--explain` and `status`).
+    pub origins: Vec<String>,
+}
+
+impl Rule {
+    /// The rule line, indented, without comment: `  "/path" rwk,`.
+    pub fn render(&self) -> String {
+        format!("  {} {},", self.pattern.render(), self.access)
+    }
+}
+
+/// Rules in first-seen order, one per pattern.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    index: HashMap<Pattern, usize>,
+}
+
+impl RuleSet {
+    /// Add or merge a rule.
+    pub fn push(&mut self, pattern: Pattern, access: Access, origin: &str) {
+        if let Some(&i) = self.index.get(&pattern) {
+            let r = &mut self.rules[i];
+            r.access = r.access.union(access);
+            if !r.origins.iter().any(|o| o == origin) {
+                r.origins.push(origin.to_string());
+            }
+            return;
+        }
+        self.index.insert(pattern.clone(), self.rules.len());
+        self.rules.push(Rule {
+            pattern,
+            access,
+            origins: vec![origin.to_string()],
+        });
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// True when there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The access already granted to exactly this path, if any.
+    pub fn granted(&self, pattern: &Pattern) -> Option<Access> {
+        self.index.get(pattern).map(|&i| self.rules[i].access)
+    }
+}
+
+/// Check a resource's path, resolve it and check the result against the
+/// restricted list. Returns the resolved path.
+pub fn vet(guest: &str, r: &Resource) -> Result<PathBuf, RuleError> {
+    let bytes = r.path.as_os_str().as_bytes();
+    check_path(bytes).map_err(|source| RuleError::BadPath {
+        guest: guest.into(),
+        origin: r.origin.clone(),
+        source,
+    })?;
+    let resolved = resolve(&r.path).map_err(|source| RuleError::Resolve {
+        guest: guest.into(),
+        origin: r.origin.clone(),
+        source,
+    })?;
+    check_path(resolved.as_os_str().as_bytes()).map_err(|source| RuleError::BadPath {
+        guest: guest.into(),
+        origin: r.origin.clone(),
+        source,
+    })?;
+    if let Some(reason) = restriction(&resolved, r.access.writes(), r.scope == Scope::Tree) {
+        let path = if resolved == r.path {
+            display_path(&r.path)
+        } else {
+            format!(
+                "{} (resolves to {})",
+                display_path(&r.path),
+                display_path(&resolved)
+            )
+        };
+        return Err(RuleError::Restricted {
+            guest: guest.into(),
+            origin: r.origin.clone(),
+            path,
+            reason,
+        });
+    }
+    Ok(resolved)
+}
+
+/// Add one vetted resource to a rule set.
+pub fn push_resource(set: &mut RuleSet, resolved: &Path, r: &Resource) {
+    match r.scope {
+        Scope::File => set.push(Pattern::path(resolved), r.access, &r.origin),
+        Scope::Tree => {
+            let dir = Pattern::path(resolved);
+            let dir = if resolved == Path::new("/") {
+                dir
+            } else {
+                dir.lit("/")
+            };
+            set.push(dir.clone(), Access::R, &r.origin);
+            set.push(dir.glob("**"), r.access, &r.origin);
+        }
+    }
+}
+
+/// Check a guest name for use inside rule paths. Names are escaped, not
+/// refused, except for what cannot be part of one path component.
+pub fn check_name(name: &str) -> Result<(), RuleError> {
+    let bad = |why: &str| Err(RuleError::BadName(name.into(), why.into()));
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.contains('/') {
+        return bad("it contains '/'");
+    }
+    if name == "." || name == ".." {
+        return bad("it is a relative path component");
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return bad("it contains a control character");
+    }
+    Ok(())
+}
+
+/// Derive every rule for a guest: the runtime files its front end always
+/// needs, then each resource, vetted.
+pub fn derive(guest: &Guest) -> Result<RuleSet, RuleError> {
+    check_name(&guest.name)?;
+    let mut set = RuleSet::default();
+    if guest.kind == GuestKind::Qemu {
+        libvirt_runtime(guest, &mut set);
+    }
+    for r in &guest.resources {
+        let resolved = vet(&guest.name, r)?;
+        push_resource(&mut set, &resolved, r);
+    }
+    Ok(set)
+}
+
+/// libvirt's short domain name: the first 20 characters of the name.
+pub fn short_name(name: &str) -> &str {
+    match name.char_indices().nth(20) {
+        Some((i, _)) => &name[..i],
+        None => name,
+    }
+}
+
+/// The files libvirt gives every QEMU domain: its log, monitor socket,
+/// per-domain runtime directory, pid file and tunnelled-migration socket.
+fn libvirt_runtime(guest: &Guest, set: &mut RuleSet) {
+    const ORIGIN: &str = "libvirt runtime files";
+    let n = guest.name.as_bytes();
+    set.push(
+        Pattern::literal(b"/var/log/libvirt/".to_vec())
+            .glob("**")
+            .lit("/")
+            .lit(n)
+            .lit(".log"),
+        Access::W,
+        ORIGIN,
+    );
+    set.push(
+        Pattern::literal(b"/var/lib/libvirt/qemu/domain-".to_vec())
+            .lit(n)
+            .lit("/monitor.sock"),
+        Access::RW,
+        ORIGIN,
+    );
+    let short = short_name(&guest.name).as_bytes();
+    let dom = Pattern::literal(b"/var/lib/libvirt/qemu/domain-".to_vec());
+    let dom = match guest.id {
+        Some(id) => dom.lit(id.to_string()).lit("-"),
+        None => dom.glob("*").lit("-"),
+    };
+    set.push(dom.lit(short).lit("/").glob("*"), Access::RW, ORIGIN);
+    set.push(
+        Pattern::literal(b"/run/libvirt/".to_vec())
+            .glob("**")
+            .lit("/")
+            .lit(n)
+            .lit(".pid"),
+        Access::RWK,
+        ORIGIN,
+    );
+    set.push(
+        Pattern::literal(b"/run/libvirt/".to_vec())
+            .glob("**/*")
+            .lit(".tunnelmigrate.dest.")
+            .lit(n),
+        Access::RW,
+        ORIGIN,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest() -> Guest {
+        let mut g = Guest::new(GuestKind::Qemu, "vm[1]*");
+        g.id = Some(7);
+        g
+    }
+
+    #[test]
+    fn runtime_rules_escape_the_name() {
+        let set = derive(&guest()).unwrap();
+        let lines: Vec<String> = set.rules().iter().map(|r| r.render()).collect();
+        assert_eq!(lines[0], r#"  "/var/log/libvirt/**/vm\[1\]\*.log" w,"#);
+        assert_eq!(
+            lines[2],
+            r#"  "/var/lib/libvirt/qemu/domain-7-vm\[1\]\*/*" rw,"#
+        );
+    }
+
+    #[test]
+    fn merges_access_and_origins() {
+        let mut g = guest();
+        g.add(Resource::file("/srv/a.img", Access::RK, "disk vda"));
+        g.add(Resource::file("/srv/./a.img", Access::W, "disk vdb"));
+        let set = derive(&g).unwrap();
+        let r = set.rules().last().unwrap();
+        assert_eq!(r.render(), r#"  "/srv/a.img" rwk,"#);
+        assert_eq!(r.origins, vec!["disk vda", "disk vdb"]);
+    }
+
+    #[test]
+    fn restricted_fails_the_whole_render_naming_device() {
+        let mut g = guest();
+        g.add(Resource::file("/etc/shadow", Access::RWK, "disk vda"));
+        let e = derive(&g).unwrap_err().to_string();
+        assert!(
+            e.contains("vm[1]*") && e.contains("disk vda") && e.contains("/etc/shadow"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tree_rules() {
+        let mut g = guest();
+        g.add(Resource::tree(
+            "/srv/share",
+            Access::RWL,
+            "filesystem /mnt (9p)",
+        ));
+        let set = derive(&g).unwrap();
+        let n = set.len();
+        assert_eq!(set.rules()[n - 2].render(), r#"  "/srv/share/" r,"#);
+        assert_eq!(set.rules()[n - 1].render(), r#"  "/srv/share/**" rwl,"#);
+    }
+
+    #[test]
+    fn short_name_counts_characters() {
+        assert_eq!(
+            short_name("ééééééééééééééééééééééé"),
+            "éééééééééééééééééééé"
+        );
+        assert_eq!(short_name("short"), "short");
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("a/b").is_err());
+        assert!(check_name("").is_err());
+        assert!(check_name("a\nb").is_err());
+        assert!(check_name("{weird},[name]*").is_ok());
+    }
+}
