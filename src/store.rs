@@ -275,3 +275,125 @@ mod tests {
         assert_eq!(r, 0);
     }
 }
+
+/// A group of file changes that is undone unless committed: dropping an
+/// uncommitted transaction restores every file it changed to its previous
+/// content (or removes it if it did not exist). Callers write their files,
+/// load the policy, and commit only when the load worked, so a failed load
+/// leaves the previous files (and, since the kernel kept it, the previous
+/// policy) in force.
+#[derive(Debug, Default)]
+pub struct Txn {
+    undo: Vec<(PathBuf, Option<Vec<u8>>, u32)>,
+    committed: bool,
+}
+
+impl Txn {
+    /// A new, empty transaction.
+    pub fn new() -> Txn {
+        Txn::default()
+    }
+
+    fn remember(&mut self, path: &Path) -> Result<(), StoreError> {
+        let old = match fs::read(path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io("read", path)(e)),
+        };
+        let mode = fs::metadata(path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+            .unwrap_or(0o644);
+        self.undo.push((path.to_path_buf(), old, mode));
+        Ok(())
+    }
+
+    /// [`write_if_changed`], undone on rollback.
+    pub fn write_if_changed(
+        &mut self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+    ) -> Result<bool, StoreError> {
+        if fs::read(path).map(|old| old == content).unwrap_or(false) {
+            return Ok(false);
+        }
+        self.remember(path)?;
+        write_atomic(path, content, mode).map(|_| true)
+    }
+
+    /// [`create_once`], undone on rollback when it created the file.
+    pub fn create_once(
+        &mut self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+    ) -> Result<bool, StoreError> {
+        let created = create_once(path, content, mode)?;
+        if created {
+            self.undo.push((path.to_path_buf(), None, mode));
+        }
+        Ok(created)
+    }
+
+    /// [`remove`], undone on rollback.
+    pub fn remove(&mut self, path: &Path) -> Result<bool, StoreError> {
+        self.remember(path)?;
+        remove(path)
+    }
+
+    /// Keep the changes.
+    pub fn commit(mut self) {
+        self.committed = true;
+    }
+
+    fn rollback_now(&mut self) {
+        while let Some((path, old, mode)) = self.undo.pop() {
+            let r = match old {
+                Some(b) => write_atomic(&path, &b, mode),
+                None => remove(&path).map(|_| ()),
+            };
+            if let Err(e) = r {
+                tracing::error!("rolling back {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.rollback_now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod txn_tests {
+    use super::*;
+
+    #[test]
+    fn uncommitted_changes_are_undone() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        fs::write(&a, b"old").unwrap();
+        {
+            let mut t = Txn::new();
+            assert!(t.write_if_changed(&a, b"new", 0o644).unwrap());
+            assert!(t.create_once(&b, b"created", 0o644).unwrap());
+            assert_eq!(fs::read(&a).unwrap(), b"new");
+        }
+        assert_eq!(fs::read(&a).unwrap(), b"old");
+        assert!(!b.exists());
+    }
+
+    #[test]
+    fn committed_changes_stay() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        let mut t = Txn::new();
+        t.write_if_changed(&a, b"new", 0o644).unwrap();
+        t.commit();
+        assert_eq!(fs::read(&a).unwrap(), b"new");
+    }
+}

@@ -3,9 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::apparmor::{Parser, ParserError};
+use crate::apparmor::{kernel, KernelStatus, Parser, ParserError};
 use crate::guest::Guest;
 use crate::policy::{self, RuleError, RuleSet, TemplateError, Templates};
+use crate::store::{self, StoreError, Txn};
+
+/// Mode of profile files.
+const FILE_MODE: u32 = 0o644;
 
 /// Where profile files live (`/etc/apparmor.d` and friends); every path can
 /// be moved under a root for tests and `install --root`.
@@ -49,6 +53,53 @@ impl Layout {
     pub fn files_path(&self, profile: &str) -> PathBuf {
         self.libvirt_dir().join(format!("{profile}.files"))
     }
+
+    /// A parser that finds includes in this layout first, then in the
+    /// system's `/etc/apparmor.d`, and caches compiled policy here.
+    pub fn parser(&self, base: &Parser) -> Parser {
+        let mut p = base.clone();
+        if self.apparmor_dir != Path::new("/etc/apparmor.d") {
+            p.includes.insert(0, self.apparmor_dir.clone());
+            p.includes.push(PathBuf::from("/etc/apparmor.d"));
+        }
+        p.cache = Some(self.cache_dir.clone());
+        p
+    }
+
+    /// Write aa-virt's abstractions into the policy directory where they
+    /// are missing (an admin's edited copy is never overwritten).
+    pub fn ensure_abstractions(&self, templates: &Templates) -> Result<(), ProfileError> {
+        for (rel, _) in policy::template::ABSTRACTIONS {
+            store::create_once(
+                &self.apparmor_dir.join(rel),
+                templates.abstraction(rel)?.as_bytes(),
+                FILE_MODE,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`Rendered::install`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Installed {
+    /// The admin-editable profile file was created by this call.
+    pub created_profile: bool,
+    /// The generated `.files` changed.
+    pub files_changed: bool,
+    /// The profile was (re)loaded into the kernel.
+    pub loaded: bool,
+}
+
+/// What [`uninstall`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// The profile was unloaded from the kernel.
+    pub unloaded: bool,
+    /// The `.files` file was removed.
+    pub files_removed: bool,
+    /// The profile file was removed.
+    pub profile_removed: bool,
 }
 
 /// Errors making a libvirt profile.
@@ -70,6 +121,27 @@ pub enum ProfileError {
         guest: String,
         /// The parser's complaint.
         source: ParserError,
+    },
+    /// Profile files could not be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The kernel cannot load policy and the caller requires it.
+    #[error("guest {guest}: cannot load {profile}: {reason}")]
+    NoKernel {
+        /// Guest name.
+        guest: String,
+        /// Profile name.
+        profile: String,
+        /// Why the kernel cannot load policy.
+        reason: String,
+    },
+    /// Unloading through securityfs failed.
+    #[error("cannot unload {profile}: {source}")]
+    Unload {
+        /// Profile name.
+        profile: String,
+        /// Why.
+        source: std::io::Error,
     },
     /// Scratch files for the check could not be written.
     #[error("guest {guest}: cannot prepare the compile check: {source}")]
@@ -158,6 +230,96 @@ impl Rendered {
         let _ = std::fs::remove_dir_all(&dir);
         res
     }
+}
+
+impl Rendered {
+    /// Write the profile (created once, never overwritten) and its `.files`
+    /// (rewritten only when its content changes) under the guest's lock,
+    /// then load or replace it in the kernel.
+    ///
+    /// When the kernel has no AppArmor, nothing is written and
+    /// [`ProfileError::NoKernel`] is returned. A failed load restores the
+    /// previous files; the kernel keeps the previous policy. A guest whose
+    /// files did not change and whose profile is already loaded is not
+    /// recompiled.
+    pub fn install(
+        &self,
+        guest: &Guest,
+        layout: &Layout,
+        templates: &Templates,
+        parser: &Parser,
+        kernel: &KernelStatus,
+    ) -> Result<Installed, ProfileError> {
+        let fs = match kernel {
+            KernelStatus::Available { fs } => fs,
+            KernelStatus::Unavailable(reason) => {
+                return Err(ProfileError::NoKernel {
+                    guest: guest.name.clone(),
+                    profile: self.name.clone(),
+                    reason: reason.clone(),
+                })
+            }
+        };
+        let _lock = store::lock(&layout.lock_dir, &self.name)?;
+        store::sweep_temp(&layout.libvirt_dir());
+        layout.ensure_abstractions(templates)?;
+        let mut txn = Txn::new();
+        let profile_path = layout.profile_path(&self.name);
+        let created_profile = txn.create_once(&profile_path, self.profile.as_bytes(), FILE_MODE)?;
+        let files_changed = txn.write_if_changed(
+            &layout.files_path(&self.name),
+            self.files.as_bytes(),
+            FILE_MODE,
+        )?;
+        let loaded_already = kernel::profile_mode(fs, &self.name)
+            .ok()
+            .flatten()
+            .is_some();
+        let must_load = created_profile || files_changed || !loaded_already;
+        if must_load {
+            layout
+                .parser(parser)
+                .replace(&profile_path)
+                .map_err(|source| ProfileError::Parser {
+                    guest: guest.name.clone(),
+                    source,
+                })?;
+        }
+        txn.commit();
+        Ok(Installed {
+            created_profile,
+            files_changed,
+            loaded: must_load,
+        })
+    }
+}
+
+/// Unload a guest's profile (when the kernel has it) and remove its
+/// generated `.files`; the admin-editable profile file is removed only when
+/// `remove_profile` is set (libvirt keeps it).
+pub fn uninstall(
+    layout: &Layout,
+    name: &str,
+    kernel: &KernelStatus,
+    remove_profile: bool,
+) -> Result<Removed, ProfileError> {
+    let _lock = store::lock(&layout.lock_dir, name)?;
+    let unloaded = match kernel {
+        KernelStatus::Available { fs } => {
+            kernel::remove_profile(fs, name).map_err(|source| ProfileError::Unload {
+                profile: name.to_string(),
+                source,
+            })?
+        }
+        KernelStatus::Unavailable(_) => false,
+    };
+    let files_removed = store::remove(&layout.files_path(name))?;
+    let profile_removed = remove_profile && store::remove(&layout.profile_path(name))?;
+    Ok(Removed {
+        unloaded,
+        files_removed,
+        profile_removed,
+    })
 }
 
 /// A private scratch directory (mode 0700) under `$TMPDIR`.

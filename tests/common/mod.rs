@@ -1,0 +1,106 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use aa_virt::apparmor::{KernelStatus, Parser};
+
+/// A stand-in for the kernel side of `apparmor_parser --replace`: a script
+/// that compiles the profile with the REAL parser (compile only, shipped
+/// features file) and, when that works, records the profile as loaded in a
+/// fake securityfs `profiles` file. Loading itself is proven in the
+/// integration VM; this lets the file handling around it be tested here.
+pub struct FakeKernel {
+    /// Temp dir holding everything.
+    pub dir: tempfile::TempDir,
+    /// The fake securityfs directory.
+    pub fs: PathBuf,
+    /// The wrapper script.
+    pub parser: PathBuf,
+    /// Log of invocations, one line each.
+    pub log: PathBuf,
+}
+
+impl FakeKernel {
+    /// Make one. `fail_marker`: while this file exists, the wrapper fails loads.
+    pub fn new() -> FakeKernel {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = dir.path().join("securityfs");
+        std::fs::create_dir_all(&fs).unwrap();
+        std::fs::write(fs.join("profiles"), "").unwrap();
+        let log = dir.path().join("parser.log");
+        let parser = dir.path().join("apparmor_parser");
+        let real = Parser::new().bin;
+        std::fs::write(
+            &parser,
+            format!(
+                r#"#!/bin/sh
+# args: [--base B] [-I DIR]... --replace|--remove ... FILE
+echo "$*" >> '{log}'
+[ -e '{fail}' ] && {{ echo "AppArmor parser error: injected failure" >&2; exit 1; }}
+last=""; for a in "$@"; do last="$a"; done
+inc=""; prev=""
+for a in "$@"; do
+  if [ "$prev" = "-I" ]; then inc="$inc -I $a"; fi
+  prev="$a"
+done
+'{real}' --skip-kernel-load --skip-cache --quiet --features-file /usr/share/apparmor-features/features $inc -o /dev/null "$last" || exit 1
+name=$(sed -n 's/^profile \([^ ]*\) .*/\1/p' "$last" | head -n1)
+case " $* " in
+  *" --replace "*) grep -q "^$name (" '{fs}/profiles' || echo "$name (enforce)" >> '{fs}/profiles' ;;
+esac
+exit 0
+"#,
+                log = log.display(),
+                fail = dir.path().join("fail").display(),
+                real = real.display(),
+                fs = fs.display(),
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&parser, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FakeKernel {
+            dir,
+            fs,
+            parser,
+            log,
+        }
+    }
+
+    /// A parser that runs the wrapper.
+    pub fn parser(&self) -> Parser {
+        let mut p = Parser::new();
+        p.bin = self.parser.clone();
+        p
+    }
+
+    /// The kernel status pointing at the fake securityfs.
+    pub fn status(&self) -> KernelStatus {
+        KernelStatus::Available {
+            fs: self.fs.clone(),
+        }
+    }
+
+    /// Make loads fail (true) or work (false).
+    pub fn fail_loads(&self, fail: bool) {
+        let m = self.dir.path().join("fail");
+        if fail {
+            std::fs::write(m, "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(m);
+        }
+    }
+
+    /// How many times the parser ran.
+    pub fn runs(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
