@@ -1,0 +1,23 @@
+# aa-virt: common tasks. `make demo` and `make test` are the README's two
+# commands; both install what is missing first (as root).
+
+CARGO ?= cargo
+export AA_VIRT_CORPUS ?= $(abspath ../shared/corpus/libvirt)
+
+.PHONY: deps build demo test lint
+
+deps:
+	scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release
+
+demo: build
+	scripts/demo.sh
+
+test: deps
+	$(CARGO) test --all-targets -- --test-threads=2
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
