@@ -17,8 +17,11 @@ use aa_virt::apparmor::Parser;
 use aa_virt::guest::{Access, Guest, GuestKind, Resource};
 use aa_virt::policy;
 
-/// Compile one rule line and return the first DFA's states and edges.
-fn dfa(rule: &str) -> (HashMap<String, Vec<(String, u8)>>, Vec<String>) {
+/// Transitions by state: (next state, byte).
+type Edges = HashMap<String, Vec<(String, u8)>>;
+
+/// Compile one rule line and return the first DFA's edges and accepting states.
+fn dfa(rule: &str) -> (Edges, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("prof");
     std::fs::write(&p, format!("profile t {{\n{rule}\n}}\n")).unwrap();
@@ -44,7 +47,7 @@ fn dfa(rule: &str) -> (HashMap<String, Vec<(String, u8)>>, Vec<String>) {
     let text =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     let first = text.split("digraph").nth(1).expect("no DFA dumped");
-    let mut edges: HashMap<String, Vec<(String, u8)>> = HashMap::new();
+    let mut edges: Edges = HashMap::new();
     let mut accepting = Vec::new();
     let lines: Vec<&str> = first.lines().collect();
     let mut i = 0;
