@@ -51,8 +51,8 @@ pub fn status_at(root: &Path) -> KernelStatus {
 pub fn profile_mode(fs: &Path, name: &str) -> std::io::Result<Option<String>> {
     let text = std::fs::read_to_string(fs.join("profiles"))?;
     Ok(text.lines().find_map(|l| {
-        let (n, rest) = l.rsplit_once(" (")?;
-        (n == name).then(|| rest.trim_end_matches(')').to_string())
+        let (n, mode) = super::securityfs::split_mode(l)?;
+        (n == name).then(|| mode.as_str().to_string())
     }))
 }
 

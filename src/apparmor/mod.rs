@@ -1,7 +1,11 @@
 //! The AppArmor side: the parser, the kernel's securityfs, and labels.
 
 pub mod kernel;
+pub mod label;
 pub mod parser;
+pub mod securityfs;
 
 pub use kernel::{status, KernelStatus};
+pub use label::{process_label, Label, LabelError};
 pub use parser::{Parser, ParserError};
+pub use securityfs::{Mode, Root, SecurityfsError};
