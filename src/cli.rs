@@ -54,6 +54,17 @@ pub struct Global {
 pub enum Command {
     /// Render a libvirt guest's profile from its domain XML (dry run).
     Profile(ProfileArgs),
+    /// Print a shell completion script (bash, zsh, fish) to standard output.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages and completions into DIR (used by packaging).
+    #[command(hide = true)]
+    GenDocs {
+        /// Output directory (gets man/ and completions/).
+        dir: PathBuf,
+    },
 }
 
 /// `aa-virt profile`.
@@ -146,6 +157,18 @@ fn cmd_profile(g: &Global, a: &ProfileArgs) -> Result<i32, CliError> {
     Ok(EXIT_OK)
 }
 
+fn cmd_gen_docs(dir: &std::path::Path) -> Result<i32, CliError> {
+    let pages = crate::manpages::write_man_pages(&dir.join("man"))?;
+    let comps = crate::manpages::write_completions(&dir.join("completions"))?;
+    for p in pages.iter().chain(&comps) {
+        println!("{}", p.display());
+    }
+    Ok(EXIT_OK)
+}
+
+/// Log to stderr (libvirt and LXC put a hook's stderr in their logs), and
+/// also to the journal when journald is running, so every action leaves one
+/// line there too.
 fn init_logging(g: &Global) {
     use tracing_subscriber::EnvFilter;
     let default = if g.quiet {
@@ -158,12 +181,21 @@ fn init_logging(g: &Global) {
             _ => "trace",
         }
     };
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_env("AA_VIRT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .without_time()
+        .without_time();
+    let journal = std::path::Path::new("/run/systemd/journal/socket")
+        .exists()
+        .then(|| tracing_journald::layer().ok())
+        .flatten()
+        .map(|l| l.with_syslog_identifier("aa-virt".into()));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(journal)
         .try_init();
 }
 
@@ -180,6 +212,17 @@ pub fn main() -> i32 {
     init_logging(&cli.global);
     let res = match &cli.command {
         Command::Profile(a) => cmd_profile(&cli.global, a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "aa-virt",
+                &mut std::io::stdout(),
+            );
+            Ok(EXIT_OK)
+        }
+        Command::GenDocs { dir } => cmd_gen_docs(dir),
     };
     match res {
         Ok(code) => code,

@@ -10,5 +10,6 @@ pub mod apparmor;
 pub mod cli;
 pub mod guest;
 pub mod libvirt;
+pub mod manpages;
 pub mod policy;
 pub mod store;
