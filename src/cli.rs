@@ -65,6 +65,38 @@ pub enum Command {
         /// Output directory (gets man/ and completions/).
         dir: PathBuf,
     },
+    /// What the kernel and apparmor_parser support (stacking, namespaces, mount mediation, rules).
+    Features(FeaturesArgs),
+}
+
+/// `aa-virt features`.
+#[derive(Debug, Args)]
+pub struct FeaturesArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not probe apparmor_parser (kernel facts only).
+    #[arg(long)]
+    pub no_probe: bool,
+}
+
+/// Environment variable naming a tree that stands in for `/` when looking up
+/// kernel interfaces (`/sys/kernel/security`, `/proc`); tests only.
+pub const SYSROOT_ENV: &str = "AA_VIRT_SYSROOT";
+
+fn cmd_features(a: &FeaturesArgs) -> Result<i32, CliError> {
+    let root = crate::apparmor::Root::from_env(SYSROOT_ENV);
+    let f = if a.no_probe {
+        crate::apparmor::Features::kernel(&root)
+    } else {
+        crate::apparmor::Features::detect(&root, &Parser::new())
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&f)?);
+    } else {
+        print!("{}", f.report());
+    }
+    Ok(EXIT_OK)
 }
 
 /// `aa-virt profile`.
@@ -223,6 +255,7 @@ pub fn main() -> i32 {
             Ok(EXIT_OK)
         }
         Command::GenDocs { dir } => cmd_gen_docs(dir),
+        Command::Features(a) => cmd_features(a),
     };
     match res {
         Ok(code) => code,

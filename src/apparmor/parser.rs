@@ -150,6 +150,29 @@ impl Parser {
         self.run("replace", c, profile)
     }
 
+    /// The first line of `apparmor_parser --version`
+    /// (`AppArmor parser version 3.0.8`).
+    pub fn version(&self) -> Result<String, ParserError> {
+        let out = Command::new(&self.bin)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| ParserError::Spawn {
+                bin: self.bin.clone(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.lines().next() {
+            Some(l) if out.status.success() => Ok(l.trim().to_string()),
+            _ => Err(ParserError::Rejected {
+                action: "version",
+                file: String::new(),
+                line: None,
+                message: format!("exit status {}", out.status),
+            }),
+        }
+    }
+
     /// Unload the profile(s) defined in `profile` from the kernel.
     pub fn remove(&self, profile: &Path) -> Result<(), ParserError> {
         let mut c = self.command();

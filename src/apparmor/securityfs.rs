@@ -1,5 +1,11 @@
-//! Reading the kernel's AppArmor state: loaded profiles and their modes,
-//! policy namespaces and the caller's namespace view, from securityfs.
+//! The kernel's AppArmor state in securityfs: loaded profiles and their
+//! modes, policy namespaces and the caller's namespace view (read side), and
+//! the few writes aa-virt makes there (make and remove a policy namespace,
+//! unload a profile by name).
+//!
+//! Kernel facts the write side relies on: `mkdir policy/namespaces/NAME`
+//! makes a namespace (EEXIST when it is there); `rmdir` removes it together
+//! with every profile in it; writing a profile name to `.remove` unloads it.
 //!
 //! Everything is read below a [`Root`], which is `/` on a real system and a
 //! directory tree in tests (the files there mirror the kernel's formats
@@ -34,6 +40,48 @@ pub enum SecurityfsError {
         /// The offending text.
         text: String,
     },
+    /// A namespace name the kernel cannot take.
+    #[error("{0:?} cannot be an AppArmor policy namespace name: {1}")]
+    BadNamespace(String, &'static str),
+    /// A write (mkdir, rmdir, unload) failed.
+    #[error("{op} {path}: {source}")]
+    Write {
+        /// What we were doing.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The longest name a namespace directory may have (NAME_MAX).
+pub const MAX_NAMESPACE_LEN: usize = 255;
+
+/// Check that `ns` can name a policy namespace: not empty, no `/` (a path
+/// separator) and no `:` (the label syntax's namespace delimiter), no
+/// control characters, not `.` or `..`, at most [`MAX_NAMESPACE_LEN`] bytes.
+pub fn check_namespace(ns: &str) -> Result<(), SecurityfsError> {
+    let bad = |why| Err(SecurityfsError::BadNamespace(ns.to_string(), why));
+    if ns.is_empty() {
+        return bad("it is empty");
+    }
+    if ns.contains('/') {
+        return bad("it contains '/'");
+    }
+    if ns.contains(':') {
+        return bad("it contains ':'");
+    }
+    if ns == "." || ns == ".." {
+        return bad("it is a relative path component");
+    }
+    if ns.chars().any(char::is_control) {
+        return bad("it contains a control character");
+    }
+    if ns.len() > MAX_NAMESPACE_LEN {
+        return bad("it is longer than 255 bytes");
+    }
+    Ok(())
 }
 
 /// A profile's (or a label's) mode, as the kernel prints it.
@@ -222,9 +270,15 @@ pub fn mangle(name: &str) -> String {
 }
 
 /// A root directory under which `/sys` and `/proc` are read.
+///
+/// Only the system root checks that files under `/proc` really live on
+/// procfs before trusting them (see [`crate::apparmor::label`]); a test can
+/// turn the check on for a fake tree with [`Root::with_procfs_check`] to
+/// prove that it refuses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Root {
     root: PathBuf,
+    procfs_check: bool,
 }
 
 impl Default for Root {
@@ -236,7 +290,30 @@ impl Default for Root {
 impl Root {
     /// A root at `path` (`/` in production; a directory tree in tests).
     pub fn new(path: impl Into<PathBuf>) -> Root {
-        Root { root: path.into() }
+        let root = path.into();
+        let procfs_check = root == Path::new("/");
+        Root { root, procfs_check }
+    }
+
+    /// The system root, or the tree named by the environment variable `var`
+    /// when it is set and not empty (tests point hooks at a fake tree).
+    pub fn from_env(var: &str) -> Root {
+        match std::env::var_os(var) {
+            Some(v) if !v.is_empty() => Root::new(PathBuf::from(v)),
+            _ => Root::system(),
+        }
+    }
+
+    /// Turn the procfs check on or off.
+    pub fn with_procfs_check(mut self, on: bool) -> Root {
+        self.procfs_check = on;
+        self
+    }
+
+    /// True when files under `proc/` must be verified to live on procfs
+    /// (on for `/`, off for test trees).
+    pub fn procfs_check(&self) -> bool {
+        self.procfs_check
     }
 
     /// The real system (`/`).
@@ -257,6 +334,85 @@ impl Root {
     /// `<root>/proc`.
     pub fn proc_dir(&self) -> PathBuf {
         self.root.join("proc")
+    }
+
+    /// `features/<rel>` (e.g. `domain/version`), trimmed; `None` when absent.
+    pub fn feature(&self, rel: &str) -> Option<String> {
+        std::fs::read_to_string(self.apparmor_dir().join("features").join(rel))
+            .ok()
+            .map(|s| s.trim_end_matches(['\n', '\0']).to_string())
+    }
+
+    /// True when `features/<rel>` exists (file or directory).
+    pub fn has_feature(&self, rel: &str) -> bool {
+        self.apparmor_dir().join("features").join(rel).exists()
+    }
+
+    /// `policy/namespaces/<ns>`.
+    pub fn namespace_dir(&self, ns: &str) -> PathBuf {
+        self.apparmor_dir().join("policy/namespaces").join(ns)
+    }
+
+    /// Make policy namespace `ns` (`mkdir`). Returns true when this call
+    /// made it, false when it already existed.
+    pub fn create_namespace(&self, ns: &str) -> Result<bool, SecurityfsError> {
+        check_namespace(ns)?;
+        let path = self.namespace_dir(ns);
+        match std::fs::create_dir(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(SecurityfsError::Write {
+                op: "create AppArmor policy namespace",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Remove policy namespace `ns` with every profile in it (`rmdir`).
+    /// Returns true when this call removed it, false when it was gone.
+    pub fn remove_namespace(&self, ns: &str) -> Result<bool, SecurityfsError> {
+        check_namespace(ns)?;
+        let path = self.namespace_dir(ns);
+        match std::fs::remove_dir(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(SecurityfsError::Write {
+                op: "remove AppArmor policy namespace",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Unload profile `name` from the caller's namespace by writing its name
+    /// to `.remove` in one `write()`. Returns false when it was not loaded.
+    pub fn remove_profile(&self, name: &str) -> Result<bool, SecurityfsError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.profile_dir(name)?.is_none() {
+            return Ok(false);
+        }
+        let path = self.apparmor_dir().join(".remove");
+        let err = |source| SecurityfsError::Write {
+            op: "unload profile through",
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(err)?;
+        match f.write(name.as_bytes()) {
+            Ok(n) if n == name.len() => Ok(true),
+            Ok(n) => Err(err(std::io::Error::other(format!(
+                "short write ({n} of {} bytes)",
+                name.len()
+            )))),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(err(e)),
+        }
     }
 
     /// Is AppArmor in this kernel, and is securityfs mounted?
@@ -591,6 +747,43 @@ mod tests {
                 level: 0
             })
         );
+    }
+
+    #[test]
+    fn namespace_names() {
+        assert!(check_namespace("lxc-c1_<-var-lib-lxc>-aa-virt").is_ok());
+        for bad in ["", "a/b", "a:b", ".", "..", "a\nb"] {
+            assert!(check_namespace(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_namespace(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn namespaces_are_made_and_removed_idempotently() {
+        let d = tempfile::tempdir().unwrap();
+        FakeTree::new(d.path()).unwrap();
+        let r = Root::new(d.path());
+        assert!(!r.procfs_check());
+        assert!(Root::system().procfs_check());
+        assert!(r.create_namespace("lxc-a").unwrap());
+        assert!(!r.create_namespace("lxc-a").unwrap());
+        assert!(r.namespace_exists("lxc-a"));
+        assert!(r.remove_namespace("lxc-a").unwrap());
+        assert!(!r.remove_namespace("lxc-a").unwrap());
+        assert!(r.create_namespace("a/b").is_err());
+        // Unloading a profile that is not loaded is not an error.
+        assert!(!r.remove_profile("absent").unwrap());
+    }
+
+    #[test]
+    fn feature_files() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Root::new(d.path());
+        std::fs::create_dir_all(r.apparmor_dir().join("features/domain")).unwrap();
+        std::fs::write(r.apparmor_dir().join("features/domain/version"), "1.2\n").unwrap();
+        assert_eq!(r.feature("domain/version").as_deref(), Some("1.2"));
+        assert!(r.has_feature("domain"));
+        assert!(!r.has_feature("mount"));
     }
 
     #[test]
