@@ -21,3 +21,15 @@ test: deps
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# End-to-end suite on a real AppArmor kernel: builds aa-virt, builds or
+# reuses the cached Debian 12 guest image, boots it under qemu (TCG) and
+# prints "N passed, M failed". See integration-vms/README.md.
+.PHONY: itest itest-image
+
+itest:
+	integration-vms/run.sh
+
+# Only build (or confirm the cache of) the guest image.
+itest-image:
+	integration-vms/build-image.sh

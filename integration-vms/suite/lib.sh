@@ -1,0 +1,171 @@
+# shellcheck shell=bash
+# Tiny test library for the integration-vms suite. Sourced by run-case.sh
+# before each case; cases never source it themselves.
+#
+# Every assertion appends one line to $AA_ITEST_RESULTS ("PASS|FAIL|SKIP
+# <case>: <message>") and prints a human line. Counting happens in the
+# runner from that file, so a case that crashes or exits early keeps the
+# results it already recorded.
+#
+# Message first, always:
+#   pass MSG / fail MSG [DETAIL...]
+#   assert_eq MSG EXPECTED ACTUAL
+#   assert_ne MSG UNEXPECTED ACTUAL
+#   assert_contains MSG HAYSTACK NEEDLE      (fixed string)
+#   assert_not_contains MSG HAYSTACK NEEDLE
+#   assert_match MSG STRING ERE               (grep -E)
+#   assert_exists MSG PATH
+#   assert_ok MSG CMD [ARGS...]               (exit status 0)
+#   assert_fails MSG CMD [ARGS...]            (exit status != 0)
+#   assert_denied MSG CMD [ARGS...]           (fails with EACCES/EPERM text)
+#   assert_kernel_log MSG ERE [TIMEOUT_S]     (kernel log gains a matching line)
+#   skip REASON                               (records SKIP, ends the case)
+# Helpers:
+#   on_exit CMD...          run at case end, even on failure (LIFO)
+#   aa_label PID            the kernel's label for PID
+#   aa_profile_mode NAME    "enforce"/"complain"/... from .../apparmor/profiles,
+#                           empty if not loaded, an error text if no AppArmor
+#   kernel_log              the kernel log (dmesg, or journal -k as fallback)
+#   kernel_log_mark         remember the current log length; assert_kernel_log
+#                           only looks at lines after the last mark
+#   wait_for TIMEOUT_S CMD...   poll CMD until it succeeds
+#
+# Environment: $SHARE (the 9p share), $AA_VIRT (= $SHARE/bin/aa-virt),
+# $CASE (case name), $CASE_TMP (scratch dir, removed after the case).
+
+AA_SECFS=/sys/kernel/security/apparmor
+
+_record() { # STATUS MSG
+    printf '%s %s: %s\n' "$1" "$CASE" "$2" >> "$AA_ITEST_RESULTS"
+}
+
+pass() {
+    _record PASS "$1"
+    printf '  ok   - %s\n' "$1"
+}
+
+fail() {
+    local msg=$1; shift
+    _record FAIL "$msg"
+    printf '  FAIL - %s\n' "$msg"
+    local d
+    for d in "$@"; do printf '         %s\n' "$d"; done
+}
+
+skip() {
+    _record SKIP "$1"
+    printf '  SKIP - %s\n' "$1"
+    exit 0
+}
+
+# Informational line, never counted.
+note() { printf '  note - %s\n' "$*"; }
+
+assert_eq() {
+    if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected: '$2'" "actual:   '$3'"; fi
+}
+
+assert_ne() {
+    if [ "$2" != "$3" ]; then pass "$1"; else fail "$1" "expected anything but: '$2'"; fi
+}
+
+assert_contains() {
+    case "$2" in
+    *"$3"*) pass "$1" ;;
+    *) fail "$1" "missing: '$3'" "in: $(printf '%s' "$2" | head -c 2000)" ;;
+    esac
+}
+
+assert_not_contains() {
+    case "$2" in
+    *"$3"*) fail "$1" "unexpected: '$3'" "in: $(printf '%s' "$2" | head -c 2000)" ;;
+    *) pass "$1" ;;
+    esac
+}
+
+assert_match() {
+    if printf '%s\n' "$2" | grep -Eq -- "$3"; then pass "$1"
+    else fail "$1" "no match for /$3/" "in: $(printf '%s' "$2" | head -c 2000)"; fi
+}
+
+assert_exists() {
+    if [ -e "$2" ]; then pass "$1"; else fail "$1" "does not exist: $2"; fi
+}
+
+# Last command output (stdout+stderr) and status, for callers that want more.
+LAST_OUT=
+LAST_RC=0
+_run() { LAST_RC=0; LAST_OUT=$("$@" 2>&1) || LAST_RC=$?; }
+
+assert_ok() {
+    local msg=$1; shift
+    _run "$@"
+    if [ "$LAST_RC" -eq 0 ]; then pass "$msg"
+    else fail "$msg" "command: $*" "exit status $LAST_RC" "output: $(printf '%s' "$LAST_OUT" | tail -n 5)"; fi
+}
+
+assert_fails() {
+    local msg=$1; shift
+    _run "$@"
+    if [ "$LAST_RC" -ne 0 ]; then pass "$msg"
+    else fail "$msg" "command: $*" "unexpectedly succeeded" "output: $(printf '%s' "$LAST_OUT" | tail -n 5)"; fi
+}
+
+# Denied by the kernel, not merely failing: the error must be EACCES/EPERM.
+assert_denied() {
+    local msg=$1; shift
+    _run "$@"
+    if [ "$LAST_RC" -ne 0 ] && printf '%s' "$LAST_OUT" | grep -Eqi 'permission denied|operation not permitted'; then
+        pass "$msg"
+    else
+        fail "$msg" "command: $*" "exit status $LAST_RC (want a permission error)" \
+            "output: $(printf '%s' "$LAST_OUT" | tail -n 5)"
+    fi
+}
+
+kernel_log() {
+    dmesg 2>/dev/null || journalctl -k -b --no-pager -o cat 2>/dev/null
+}
+
+_KLOG_MARK=0
+kernel_log_mark() { _KLOG_MARK=$(kernel_log | wc -l); }
+
+# Wait (default 10 s) for a kernel log line after the last mark matching ERE.
+assert_kernel_log() {
+    local msg=$1 re=$2 t=${3:-10} i
+    for ((i = 0; i <= t * 2; i++)); do
+        if kernel_log | tail -n +"$((_KLOG_MARK + 1))" | grep -Eq -- "$re"; then
+            pass "$msg"; return 0
+        fi
+        sleep 0.5
+    done
+    fail "$msg" "no kernel log line matching /$re/ within ${t}s" \
+        "last lines: $(kernel_log | tail -n 3)"
+}
+
+wait_for() {
+    local t=$1 i; shift
+    for ((i = 0; i < t * 2; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+aa_label() {
+    cat "/proc/$1/attr/apparmor/current" 2>/dev/null || cat "/proc/$1/attr/current"
+}
+
+aa_profile_mode() {
+    # Lines look like "NAME (enforce)"; names may contain spaces.
+    [ -r "$AA_SECFS/profiles" ] || { echo "(no $AA_SECFS/profiles)"; return 2; }
+    awk -v n="$1" '{ m = $NF; sub(/ \([^)]*\)$/, ""); if ($0 == n) { gsub(/[()]/, "", m); print m; exit } }' \
+        "$AA_SECFS/profiles"
+}
+
+_ON_EXIT=()
+on_exit() { _ON_EXIT=("$*" "${_ON_EXIT[@]}"); }
+_run_on_exit() {
+    local c
+    for c in "${_ON_EXIT[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
+}

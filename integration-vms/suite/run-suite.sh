@@ -1,0 +1,54 @@
+#!/bin/bash
+# Run every cases/NN-*.sh in order, each isolated in its own process with a
+# time limit, and print the final "N passed, M failed" line (last line).
+# Exit status 0 only if nothing failed and at least one assertion passed.
+#
+# Env: SHARE (set by the guest runner), AA_ITEST_CASE_TIMEOUT (s, default
+# 900), AA_ITEST_ONLY (ERE on case names, to run a subset while debugging).
+set -u
+SUITE_DIR=$(cd "$(dirname "$0")" && pwd)
+: "${SHARE:=$(cd "$SUITE_DIR/.." && pwd)}"
+AA_VIRT=$SHARE/bin/aa-virt
+# Written by the host's run.sh (e.g. AA_ITEST_ONLY from AA_VIRT_ITEST_ONLY).
+[ -f "$SUITE_DIR/env" ] && . "$SUITE_DIR/env"
+AA_ITEST_RESULTS=$(mktemp /tmp/itest-results.XXXXXX)
+export SHARE AA_VIRT AA_ITEST_RESULTS
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+echo "kernel: $(uname -r); lsm: $(cat /sys/kernel/security/lsm 2>/dev/null)"
+for c in "$SUITE_DIR"/cases/[0-9][0-9]-*.sh; do
+    [ -e "$c" ] || continue
+    name=$(basename "$c" .sh)
+    if [ -n "${AA_ITEST_ONLY:-}" ] && ! [[ $name =~ $AA_ITEST_ONLY ]]; then continue; fi
+    echo "== $name"
+    before=$(wc -l < "$AA_ITEST_RESULTS")
+    start=$(date +%s)
+    rc=0
+    timeout --kill-after=10 "${AA_ITEST_CASE_TIMEOUT:-900}" bash "$SUITE_DIR/run-case.sh" "$c" || rc=$?
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        echo "FAIL $name: timed out after ${AA_ITEST_CASE_TIMEOUT:-900}s" >> "$AA_ITEST_RESULTS"
+        echo "  FAIL - timed out"
+    elif [ "$rc" -ne 0 ]; then
+        echo "FAIL $name: case exited with status $rc" >> "$AA_ITEST_RESULTS"
+        echo "  FAIL - case exited with status $rc"
+    elif [ "$(wc -l < "$AA_ITEST_RESULTS")" -eq "$before" ]; then
+        echo "FAIL $name: case recorded no result" >> "$AA_ITEST_RESULTS"
+        echo "  FAIL - case recorded no result"
+    fi
+    echo "   ($(( $(date +%s) - start )) s)"
+done
+
+passed=$(grep -c '^PASS ' "$AA_ITEST_RESULTS")
+failed=$(grep -c '^FAIL ' "$AA_ITEST_RESULTS")
+skipped=$(grep -c '^SKIP ' "$AA_ITEST_RESULTS")
+echo
+if [ "$failed" -gt 0 ]; then
+    echo "Failures:"
+    grep '^FAIL ' "$AA_ITEST_RESULTS" | sed 's/^FAIL /  /'
+fi
+if [ "$skipped" -gt 0 ]; then
+    echo "Skipped (not counted as passed): $skipped"
+    grep '^SKIP ' "$AA_ITEST_RESULTS" | sed 's/^SKIP /  /'
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
