@@ -13,6 +13,8 @@
 # directory. Needs root (debootstrap, chroot). Network: the Debian mirror the
 # host's apt already uses, and nothing else.
 set -euo pipefail
+# stdout carries only the result path; every tool's chatter goes to stderr.
+exec 3>&1 1>&2
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/mirror.sh"
 
@@ -42,13 +44,13 @@ cache_root=${AA_VIRT_ITEST_CACHE:-/var/cache/aa-virt-itest}
 key=$(inputs_hash)
 dest=$cache_root/$key
 
-if [ "${1:-}" = --print-key ]; then echo "$key"; exit 0; fi
+if [ "${1:-}" = --print-key ]; then echo "$key" >&3; exit 0; fi
 
 complete() { [ -f "$1/root.ext4" ] && [ -f "$1/vmlinuz" ] && [ -f "$1/initrd.img" ] && [ -f "$1/DONE" ]; }
 
 if complete "$dest"; then
     log "cached image $dest"
-    echo "$dest"
+    echo "$dest" >&3
     exit 0
 fi
 
@@ -63,7 +65,7 @@ exec 9> "$cache_root/.lock"
 flock 9
 if complete "$dest"; then
     log "cached image $dest (built by a concurrent run)"
-    echo "$dest"
+    echo "$dest" >&3
     exit 0
 fi
 
@@ -172,4 +174,11 @@ rm -rf --one-file-system "$dest"
 mv -T "$tmp" "$dest"
 trap - EXIT
 log "built $dest in $((t4 - t0)) s (kernel $kver)"
-echo "$dest"
+
+# Old images (other builder versions): keep the newest few, they are ~1 GB.
+keep_n=${AA_VIRT_ITEST_CACHE_KEEP:-2}
+ls -1dt "$cache_root"/*/ 2>/dev/null | tail -n +"$((keep_n + 1))" | while read -r old; do
+    log "pruning old image ${old%/}"
+    rm -rf --one-file-system "${old%/}"
+done
+echo "$dest" >&3

@@ -25,7 +25,8 @@
 #   aa_label PID            the kernel's label for PID
 #   aa_profile_mode NAME    "enforce"/"complain"/... from .../apparmor/profiles,
 #                           empty if not loaded, an error text if no AppArmor
-#   kernel_log              the kernel log (dmesg, or journal -k as fallback)
+#   kernel_log              the kernel's audit records (journald's audit
+#                           transport, else dmesg; see below)
 #   kernel_log_mark         remember the current log length; assert_kernel_log
 #                           only looks at lines after the last mark
 #   wait_for TIMEOUT_S CMD...   poll CMD until it succeeds
@@ -123,8 +124,22 @@ assert_denied() {
     fi
 }
 
+# The kernel's audit records. When journald listens on the audit netlink
+# socket (Debian's default), read them from there: the printk copy in dmesg
+# is rate-limited by the kernel (10 per 5 s, "kauditd_printk_skb: N
+# callbacks suppressed") and loses denials during busy phases such as boot.
+# Without journald's audit socket, fall back to dmesg.
+if systemctl is-active -q systemd-journald-audit.socket 2>/dev/null; then
+    AA_KLOG_SOURCE=journal-audit
+else
+    AA_KLOG_SOURCE=dmesg
+fi
 kernel_log() {
-    dmesg 2>/dev/null || journalctl -k -b --no-pager -o cat 2>/dev/null
+    if [ "$AA_KLOG_SOURCE" = journal-audit ]; then
+        journalctl -b -q --no-pager -o cat _TRANSPORT=audit 2>/dev/null
+    else
+        dmesg 2>/dev/null
+    fi
 }
 
 _KLOG_MARK=0
@@ -139,7 +154,7 @@ assert_kernel_log() {
         fi
         sleep 0.5
     done
-    fail "$msg" "no kernel log line matching /$re/ within ${t}s" \
+    fail "$msg" "no kernel log line ($AA_KLOG_SOURCE) matching /$re/ within ${t}s" \
         "last lines: $(kernel_log | tail -n 3)"
 }
 

@@ -15,7 +15,7 @@ AA_ITEST_RESULTS=$(mktemp /tmp/itest-results.XXXXXX)
 export SHARE AA_VIRT AA_ITEST_RESULTS
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-echo "kernel: $(uname -r); lsm: $(cat /sys/kernel/security/lsm 2>/dev/null)"
+echo "kernel: $(uname -r); lsm: $(cat /sys/kernel/security/lsm 2>/dev/null); audit log: $(. "$SUITE_DIR/lib.sh"; echo "$AA_KLOG_SOURCE")"
 for c in "$SUITE_DIR"/cases/[0-9][0-9]-*.sh; do
     [ -e "$c" ] || continue
     name=$(basename "$c" .sh)
