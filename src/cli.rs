@@ -147,6 +147,7 @@ fn cmd_profile(g: &Global, a: &ProfileArgs) -> Result<i32, CliError> {
         &xml,
         &ReadOptions {
             probe_chains: !a.no_probe,
+            ..ReadOptions::default()
         },
     )?;
     let templates = Templates::load(g.templates.as_deref())?;

@@ -207,6 +207,31 @@ impl Resource {
     }
 }
 
+/// A host path libvirt names after the running domain's short name
+/// (`<id>-<first 20 characters of the name>`), such as swtpm's socket
+/// `/run/libvirt/qemu/swtpm/<id>-<name>-swtpm.sock` or the hugepage
+/// directory `/dev/hugepages/libvirt/qemu/<id>-<name>`.
+///
+/// The path is `dir/<prefix><id>-<short name><suffix>`. When the domain is
+/// not running its id is unknown, and the policy layer writes a glob for the
+/// id instead (the same way it names the domain's runtime directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunPath {
+    /// The directory holding it (absolute, unresolved).
+    #[serde(serialize_with = "ser_path")]
+    pub dir: PathBuf,
+    /// Text before the id (usually empty).
+    pub prefix: String,
+    /// Text after the short name (e.g. `-swtpm.sock`; empty for a directory).
+    pub suffix: String,
+    /// The access needed.
+    pub access: Access,
+    /// File or whole subtree.
+    pub scope: Scope,
+    /// Where it comes from.
+    pub origin: String,
+}
+
 /// Something the guest uses that deliberately gets no file rule, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Skipped {
@@ -234,6 +259,8 @@ pub struct Guest {
     pub emulator: Option<PathBuf>,
     /// Host paths the guest uses.
     pub resources: Vec<Resource>,
+    /// Host paths named after the running domain's id and short name.
+    pub run_paths: Vec<RunPath>,
     /// Devices that get no rule, with the reason.
     pub skipped: Vec<Skipped>,
 }
@@ -249,6 +276,7 @@ impl Guest {
             driver: String::new(),
             emulator: None,
             resources: Vec::new(),
+            run_paths: Vec::new(),
             skipped: Vec::new(),
         }
     }

@@ -179,6 +179,9 @@ const READ_ONLY_OK: &[&str] = &[
     "/usr/share/ipxe",
     "/usr/lib/u-boot",
     "/usr/lib/riscv64-linux-gnu/opensbi",
+    // The host's NSS certificate database, read by QEMU for smartcard
+    // emulation (<smartcard mode='host'>).
+    "/etc/pki/nssdb",
 ];
 
 /// Locations under a restricted prefix that a guest may use with the access

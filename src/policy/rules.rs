@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use std::os::unix::ffi::OsStrExt;
 
-use crate::guest::{display_path, Access, Guest, GuestKind, Resource, Scope};
+use crate::guest::{display_path, Access, Guest, GuestKind, Resource, RunPath, Scope};
 
 use super::escape::{check_path, PathError, Pattern};
 use super::paths::{resolve, restriction, ResolveError};
@@ -173,6 +173,28 @@ pub fn push_resource(set: &mut RuleSet, resolved: &Path, r: &Resource) {
     }
 }
 
+/// Add a path named after the domain's id and short name: the directory is
+/// vetted like any resource, the name is the literal id when the domain is
+/// running and a glob otherwise.
+fn push_run_path(set: &mut RuleSet, guest: &Guest, rp: &RunPath) -> Result<(), RuleError> {
+    let dir = Resource::file(&rp.dir, rp.access, rp.origin.clone());
+    let resolved = vet(&guest.name, &dir)?;
+    let p = Pattern::path(&resolved).lit("/").lit(&rp.prefix);
+    let p = match guest.id {
+        Some(id) => p.lit(id.to_string()),
+        None => p.glob("*"),
+    };
+    let p = p.lit("-").lit(short_name(&guest.name)).lit(&rp.suffix);
+    match rp.scope {
+        Scope::File => set.push(p, rp.access, &rp.origin),
+        Scope::Tree => {
+            set.push(p.clone().lit("/"), Access::R, &rp.origin);
+            set.push(p.lit("/").glob("**"), rp.access, &rp.origin);
+        }
+    }
+    Ok(())
+}
+
 /// Check a guest name for use inside rule paths. Names are escaped, not
 /// refused, except for what cannot be part of one path component.
 pub fn check_name(name: &str) -> Result<(), RuleError> {
@@ -203,6 +225,9 @@ pub fn derive(guest: &Guest) -> Result<RuleSet, RuleError> {
     for r in &guest.resources {
         let resolved = vet(&guest.name, r)?;
         push_resource(&mut set, &resolved, r);
+    }
+    for rp in &guest.run_paths {
+        push_run_path(&mut set, guest, rp)?;
     }
     Ok(set)
 }
@@ -317,6 +342,43 @@ mod tests {
         let n = set.len();
         assert_eq!(set.rules()[n - 2].render(), r#"  "/srv/share/" r,"#);
         assert_eq!(set.rules()[n - 1].render(), r#"  "/srv/share/**" rwl,"#);
+    }
+
+    #[test]
+    fn run_paths_use_the_id_or_a_glob() {
+        let mut g = guest();
+        let rp = |scope, suffix: &str| RunPath {
+            dir: "/run/libvirt/qemu/swtpm".into(),
+            prefix: String::new(),
+            suffix: suffix.into(),
+            access: Access::RW,
+            scope,
+            origin: "tpm0".into(),
+        };
+        g.run_paths.push(rp(Scope::File, "-swtpm.sock"));
+        g.run_paths.push(rp(Scope::Tree, ""));
+        let lines = |g: &Guest| -> Vec<String> {
+            let set = derive(g).unwrap();
+            set.rules()[set.len() - 3..]
+                .iter()
+                .map(|r| r.render())
+                .collect()
+        };
+        assert_eq!(
+            lines(&g),
+            vec![
+                r#"  "/run/libvirt/qemu/swtpm/7-vm\[1\]\*-swtpm.sock" rw,"#,
+                r#"  "/run/libvirt/qemu/swtpm/7-vm\[1\]\*/" r,"#,
+                r#"  "/run/libvirt/qemu/swtpm/7-vm\[1\]\*/**" rw,"#,
+            ]
+        );
+        g.id = None;
+        assert_eq!(
+            lines(&g)[0],
+            r#"  "/run/libvirt/qemu/swtpm/*-vm\[1\]\*-swtpm.sock" rw,"#
+        );
+        g.run_paths[0].dir = "/etc/x".into();
+        assert!(derive(&g).unwrap_err().to_string().contains("tpm0"));
     }
 
     #[test]

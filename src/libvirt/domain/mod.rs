@@ -1,15 +1,31 @@
 //! libvirt domain XML to [`Guest`]: every host path a QEMU domain uses.
 //!
-//! One function per device family; each records the device it came from
+//! One submodule per device family (`disk`, `boot`, `chardev`, `hostdev`,
+//! `fs`, `devices`, `cmdline`); each records the device a path comes from
 //! (`disk vda, backing layer 2`) so rules can be explained, and records the
 //! devices that deliberately get no rule, with the reason.
+//!
+//! How each element maps to host paths follows what libvirt and QEMU
+//! actually open; where Debian's `virt-aa-helper` differs on purpose, the
+//! difference is listed with its reason in `tests/deliberate-differences.tsv`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use roxmltree::{Document, Node, ParsingOptions};
 use uuid::Uuid;
 
 use crate::guest::{Access, Guest, GuestKind, Resource};
+
+mod boot;
+mod chardev;
+mod cmdline;
+mod devices;
+mod disk;
+mod fs;
+mod hostdev;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 /// Largest domain XML accepted (libvirt's own cap is 10 MB).
 pub const MAX_XML_BYTES: usize = 16 * 1024 * 1024;
@@ -55,11 +71,25 @@ pub enum DomainError {
 }
 
 /// Options for reading a domain.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReadOptions {
     /// Read backing chains from image headers when the XML has no
     /// `<backingStore>` and the format is declared.
     pub probe_chains: bool,
+    /// The root under which the host's `/sys` (and `/proc/mounts`) are read
+    /// to find host devices: USB bus numbers, PCI sysfs files and IOMMU
+    /// groups, SCSI generic nodes, render nodes and hugetlbfs mounts.
+    /// `/` on a real host; tests point it at a fake tree.
+    pub sysfs_root: PathBuf,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            probe_chains: false,
+            sysfs_root: PathBuf::from("/"),
+        }
+    }
 }
 
 /// Parse domain XML into a guest.
@@ -101,32 +131,123 @@ pub fn parse(xml: &str, opts: &ReadOptions) -> Result<Guest, DomainError> {
         .and_then(|i| i.parse().ok())
         .filter(|&i: &i64| i >= 0);
     g.driver = root.attribute("type").unwrap_or("").to_string();
-    let mut r = Reader { g, opts };
-    if let Some(devices) = child(root, "devices") {
-        if let Some(e) = child_text(devices, "emulator") {
-            r.g.emulator = Some(PathBuf::from(e.trim()));
-        }
-        for dev in devices.children().filter(Node::is_element) {
-            r.device(dev)?;
-        }
-    }
+    let mut r = Reader {
+        g,
+        opts,
+        counts: HashMap::new(),
+    };
+    r.domain(root)?;
     Ok(r.g)
 }
 
-struct Reader<'o> {
-    g: Guest,
-    opts: &'o ReadOptions,
+/// Walks one domain and fills in its guest. The device families live in
+/// the submodules, one `impl Reader` each.
+pub(crate) struct Reader<'o> {
+    pub(crate) g: Guest,
+    pub(crate) opts: &'o ReadOptions,
+    /// Per-element-kind counters, for origins such as `serial1`.
+    counts: HashMap<&'static str, usize>,
 }
 
 impl Reader<'_> {
-    fn device(&mut self, dev: Node<'_, '_>) -> Result<(), DomainError> {
+    fn domain(&mut self, root: Node<'_, '_>) -> Result<(), DomainError> {
+        if let Some(os) = child(root, "os") {
+            self.os(os)?;
+        }
+        for si in children(root, "sysinfo") {
+            self.sysinfo(si);
+        }
+        if let Some(mb) = child(root, "memoryBacking") {
+            self.memory_backing(mb, root)?;
+        }
+        if let Some(ls) = child(root, "launchSecurity") {
+            self.launch_security(ls);
+        }
+        if let Some(devices) = child(root, "devices") {
+            if let Some(e) = child_text(devices, "emulator") {
+                self.g.emulator = Some(PathBuf::from(e.trim()));
+            }
+            let serials: Vec<Node<'_, '_>> = children(devices, "serial").collect();
+            for dev in devices.children().filter(Node::is_element) {
+                self.device(dev, &serials)?;
+            }
+        }
+        for cl in root.children().filter(|c| {
+            c.is_element()
+                && c.tag_name().name() == "commandline"
+                && c.tag_name().namespace() == Some(QEMU_NS)
+        }) {
+            self.qemu_commandline(cl);
+        }
+        Ok(())
+    }
+
+    fn device(&mut self, dev: Node<'_, '_>, serials: &[Node<'_, '_>]) -> Result<(), DomainError> {
         match dev.tag_name().name() {
             "disk" => self.disk(dev),
+            "serial" | "parallel" | "channel" | "console" => {
+                self.chardev_device(dev, serials);
+                Ok(())
+            }
+            "hostdev" => self.hostdev(dev),
+            "filesystem" => {
+                self.filesystem(dev);
+                Ok(())
+            }
+            "tpm" => {
+                self.tpm(dev);
+                Ok(())
+            }
+            "shmem" => {
+                self.shmem(dev);
+                Ok(())
+            }
+            "input" => {
+                self.input(dev);
+                Ok(())
+            }
+            "interface" => self.interface(dev),
+            "memory" => {
+                self.memory_device(dev);
+                Ok(())
+            }
+            "graphics" => self.graphics(dev),
+            "video" => self.video(dev),
+            "smartcard" => {
+                self.smartcard(dev);
+                Ok(())
+            }
+            "audio" => {
+                self.audio(dev);
+                Ok(())
+            }
+            "rng" => {
+                self.rng(dev);
+                Ok(())
+            }
+            "redirdev" => {
+                let origin = self.next_origin("redirdev");
+                self.chardev_source(dev, &origin);
+                Ok(())
+            }
+            "pstore" => {
+                self.pstore(dev);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
 
-    fn err(&self, origin: &str, reason: impl Into<String>) -> DomainError {
+    /// `serial0`, `serial1`, ...: the next origin name for an element kind.
+    pub(crate) fn next_origin(&mut self, kind: &'static str) -> String {
+        let n = self.counts.entry(kind).or_insert(0);
+        let o = format!("{kind}{n}");
+        *n += 1;
+        o
+    }
+
+    /// A device error naming this guest.
+    pub(crate) fn err(&self, origin: &str, reason: impl Into<String>) -> DomainError {
         DomainError::Device {
             guest: self.g.name.clone(),
             origin: origin.into(),
@@ -134,119 +255,34 @@ impl Reader<'_> {
         }
     }
 
-    fn disk(&mut self, disk: Node<'_, '_>) -> Result<(), DomainError> {
-        let target = child(disk, "target")
-            .and_then(|t| t.attribute("dev"))
-            .unwrap_or("?");
-        let origin = format!("disk {target}");
-        let readonly = child(disk, "readonly").is_some();
-        let top = if readonly { Access::RK } else { Access::RWK };
-        let ty = disk.attribute("type").unwrap_or("file");
-        let Some(path) = local_source(disk, ty) else {
-            let why = match ty {
-                "network" => "network disk: QEMU talks to it over a socket, no file rule",
-                "volume" => "storage-pool volume not translated to a path: libvirt passes the path when it starts the guest",
-                "nvme" => "NVMe disk: libvirt labels its /dev/vfio group at start",
-                "vhostuser" => "vhost-user disk: libvirt labels the socket at start",
-                "vhostvdpa" => "vhost-vdpa disk: libvirt hands QEMU a descriptor",
-                _ => "no source (empty drive)",
-            };
-            self.g.skip(origin, why);
-            return Ok(());
-        };
-        self.g.add(Resource::file(&path, top, origin.clone()));
-        if let Some(ds) = child(disk, "source").and_then(|s| child(s, "dataStore")) {
-            if let Some(p) =
-                child(ds, "source").and_then(|s| s.attribute("file").or(s.attribute("dev")))
-            {
-                self.g
-                    .add(Resource::file(p, top, format!("{origin}, data file")));
-            }
-        }
-        match child(disk, "backingStore") {
-            Some(bs) => self.backing_from_xml(bs, &origin, 1)?,
-            None if self.opts.probe_chains => {
-                let fmt = child(disk, "driver").and_then(|d| d.attribute("type"));
-                self.backing_from_headers(&path, fmt, &origin)?;
-            }
-            None => {}
-        }
-        Ok(())
+    /// Add a single-file resource.
+    pub(crate) fn file(
+        &mut self,
+        path: impl Into<PathBuf>,
+        access: Access,
+        origin: impl Into<String>,
+    ) {
+        self.g.add(Resource::file(path, access, origin));
     }
 
-    fn backing_from_xml(
+    /// Add a directory-tree resource.
+    pub(crate) fn tree(
         &mut self,
-        mut bs: Node<'_, '_>,
-        origin: &str,
-        mut depth: usize,
-    ) -> Result<(), DomainError> {
-        loop {
-            let ty = bs.attribute("type").unwrap_or("file");
-            if bs.children().all(|c| !c.is_element()) {
-                return Ok(()); // <backingStore/>: end of chain
-            }
-            if depth > super::image::MAX_CHAIN_DEPTH {
-                return Err(self.err(
-                    origin,
-                    format!(
-                        "backing chain deeper than {} layers",
-                        super::image::MAX_CHAIN_DEPTH
-                    ),
-                ));
-            }
-            match local_source(bs, ty) {
-                Some(p) => self.g.add(Resource::file(
-                    p,
-                    Access::RK,
-                    format!("{origin}, backing layer {depth}"),
-                )),
-                None => self.g.skip(
-                    format!("{origin}, backing layer {depth}"),
-                    format!("{ty} backing store: no local file"),
-                ),
-            }
-            match child(bs, "backingStore") {
-                Some(next) => {
-                    bs = next;
-                    depth += 1;
-                }
-                None => return Ok(()),
-            }
-        }
+        path: impl Into<PathBuf>,
+        access: Access,
+        origin: impl Into<String>,
+    ) {
+        self.g.add(Resource::tree(path, access, origin));
     }
 
-    fn backing_from_headers(
-        &mut self,
-        top: &str,
-        fmt: Option<&str>,
-        origin: &str,
-    ) -> Result<(), DomainError> {
-        let chain = super::image::chain(std::path::Path::new(top), fmt)
-            .map_err(|e| self.err(origin, e.to_string()))?;
-        for (i, layer) in chain.into_iter().enumerate() {
-            self.g.add(Resource::file(
-                layer.path,
-                Access::RK,
-                format!("{origin}, backing layer {}", i + 1),
-            ));
-        }
-        Ok(())
+    /// A host path below [`ReadOptions::sysfs_root`] (`rel` has no leading `/`).
+    pub(crate) fn host(&self, rel: &str) -> PathBuf {
+        self.opts.sysfs_root.join(rel.trim_start_matches('/'))
     }
 }
 
-/// The local path of a disk-like element's `<source>`, if it has one.
-fn local_source(n: Node<'_, '_>, ty: &str) -> Option<String> {
-    let src = child(n, "source")?;
-    let attr = match ty {
-        "file" => "file",
-        "block" => "dev",
-        "dir" => "dir",
-        _ => return None,
-    };
-    src.attribute(attr)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}
+/// libvirt's namespace for `<qemu:commandline>`.
+pub const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
 
 /// First child element with this local name.
 pub(crate) fn child<'a, 'i>(n: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
@@ -254,9 +290,33 @@ pub(crate) fn child<'a, 'i>(n: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>>
         .find(|c| c.is_element() && c.tag_name().name() == name)
 }
 
+/// Every child element with this local name.
+pub(crate) fn children<'a, 'i: 'a>(
+    n: Node<'a, 'i>,
+    name: &'a str,
+) -> impl Iterator<Item = Node<'a, 'i>> + 'a {
+    n.children()
+        .filter(move |c| c.is_element() && c.tag_name().name() == name)
+}
+
 /// Text of the first child element with this name.
 pub(crate) fn child_text<'a>(n: Node<'a, '_>, name: &str) -> Option<&'a str> {
     child(n, name).and_then(|c| c.text())
+}
+
+/// Trimmed, non-empty text of the first child element with this name.
+pub(crate) fn child_path<'a>(n: Node<'a, '_>, name: &str) -> Option<&'a str> {
+    child_text(n, name).map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A non-empty attribute.
+pub(crate) fn attr<'a>(n: Node<'a, '_>, name: &str) -> Option<&'a str> {
+    n.attribute(name).filter(|s| !s.is_empty())
+}
+
+/// A `yes`/`on` attribute.
+pub(crate) fn yes(n: Node<'_, '_>, name: &str) -> Option<bool> {
+    n.attribute(name).map(|v| matches!(v, "yes" | "on"))
 }
 
 #[cfg(test)]
