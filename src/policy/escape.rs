@@ -103,6 +103,44 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// The inverse of [`escape_bytes`]: the exact bytes a quoted rule path
+/// (without its quotes) matches, or `None` when the text is not one exact
+/// path: it holds an unescaped glob or alternation character, a bare `"`,
+/// or an escape [`escape_bytes`] never writes.
+///
+/// Used to read back generated rule files (`.files`) without re-deriving
+/// them: `unescape(&escape_bytes(b)) == Some(b)` for every byte string.
+pub fn unescape(text: &str) -> Option<Vec<u8>> {
+    let s = text.as_bytes();
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if b == b'\\' {
+            let n = *s.get(i + 1)?;
+            if SPECIAL.contains(&n) {
+                out.push(n);
+                i += 2;
+            } else if (b'0'..=b'3').contains(&n) {
+                let d = s.get(i + 1..i + 4)?;
+                if !d.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                    return None;
+                }
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            } else {
+                return None;
+            }
+        } else if SPECIAL.contains(&b) {
+            return None;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 /// Escape a path (see [`escape_bytes`]).
 pub fn escape_path(p: &Path) -> String {
     escape_bytes(p.as_os_str().as_bytes())
@@ -231,6 +269,53 @@ mod tests {
         ));
         assert!(check_path(&[b'/'; 5000]).is_err());
         assert!(check_path(b"/ok path/ x ").is_ok());
+    }
+
+    #[test]
+    fn unescape_inverts_escape() {
+        assert_eq!(
+            unescape(r#"/a\*b\?c\[d\]e\{f\,g\}h\^i\\j\"k"#).unwrap(),
+            br#"/a*b?c[d]e{f,g}h^i\j"k"#
+        );
+        assert_eq!(unescape(r"/tmp/\377\376").unwrap(), b"/tmp/\xff\xfe");
+        assert_eq!(unescape("/tmp/é").unwrap(), "/tmp/é".as_bytes());
+        // Not one exact path: globs, alternations, stray quotes, odd escapes.
+        for t in [
+            "/a/*", "/a/**", "/{a,b}", "/a?", "/[ab]", "/a\"", "/a\\", "/a\\q", "/a\\4", "/a\\38x",
+        ] {
+            assert_eq!(unescape(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn unescape_round_trips_random_bytes() {
+        // xorshift: deterministic, no extra dependency.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet: Vec<u8> = SPECIAL.iter().copied().chain(*b"/a.-\x01\x7f@ ").collect();
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let b: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if r % 3 == 0 {
+                        (r >> 8) as u8 // any byte, including invalid UTF-8
+                    } else {
+                        alphabet[(r >> 8) as usize % alphabet.len()]
+                    }
+                })
+                .collect();
+            let e = escape_bytes(&b);
+            assert_eq!(unescape(&e).as_deref(), Some(b.as_slice()), "{e}");
+        }
+        // Multi-byte UTF-8 survives too.
+        let s = "/srv/Ωmega/日本語 ✓.img";
+        assert_eq!(unescape(&escape_bytes(s.as_bytes())).unwrap(), s.as_bytes());
     }
 
     #[test]

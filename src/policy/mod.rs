@@ -6,6 +6,6 @@ pub mod paths;
 pub mod rules;
 pub mod template;
 
-pub use escape::{check_path, escape_bytes, escape_path, PathError, Pattern};
+pub use escape::{check_path, escape_bytes, escape_path, unescape, PathError, Pattern};
 pub use rules::{derive, Rule, RuleError, RuleSet};
 pub use template::{TemplateError, Templates};
