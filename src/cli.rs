@@ -3,7 +3,7 @@
 //! and a documented exit code.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser as ClapParser, Subcommand};
 
@@ -67,6 +67,18 @@ pub enum Command {
     },
     /// What the kernel and apparmor_parser support (stacking, namespaces, mount mediation, rules).
     Features(FeaturesArgs),
+    /// Act as libvirt's virt-aa-helper (`aa-virt helper -h`); also what runs
+    /// when aa-virt is invoked under the name `virt-aa-helper`.
+    #[command(disable_help_flag = true)]
+    Helper(HelperArgs),
+}
+
+/// `aa-virt helper`: everything after it goes to the helper's own parser.
+#[derive(Debug, Args)]
+pub struct HelperArgs {
+    /// virt-aa-helper options, e.g. `-r -u libvirt-UUID -F FILE`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// `aa-virt features`.
@@ -234,6 +246,10 @@ fn init_logging(g: &Global) {
 
 /// Run the command line; returns the exit code.
 pub fn main() -> i32 {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if Path::new(&argv0).file_name() == Some("virt-aa-helper".as_ref()) {
+        return libvirt::helper::main("virt-aa-helper", std::env::args_os().skip(1).collect());
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -257,6 +273,7 @@ pub fn main() -> i32 {
         }
         Command::GenDocs { dir } => cmd_gen_docs(dir),
         Command::Features(a) => cmd_features(a),
+        Command::Helper(a) => return libvirt::helper::main("aa-virt helper", a.args.clone()),
     };
     match res {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 //! libvirt drives (hook and drop-in helper).
 
 pub mod domain;
+pub mod helper;
 pub mod image;
 pub mod profile;
 

@@ -260,7 +260,23 @@ impl Rendered {
                 })
             }
         };
-        let _lock = store::lock(&layout.lock_dir, &self.name)?;
+        let lock = store::lock(&layout.lock_dir, &self.name)?;
+        self.install_locked(guest, layout, templates, parser, fs, &lock)
+    }
+
+    /// [`Rendered::install`] for a caller that already holds the guest's
+    /// lock (from [`store::lock`] on `layout.lock_dir` and the profile name)
+    /// because it read the current files to decide what to write; `fs` is
+    /// the kernel's securityfs directory.
+    pub fn install_locked(
+        &self,
+        guest: &Guest,
+        layout: &Layout,
+        templates: &Templates,
+        parser: &Parser,
+        fs: &Path,
+        _lock: &store::Lock,
+    ) -> Result<Installed, ProfileError> {
         store::sweep_temp(&layout.libvirt_dir());
         layout.ensure_abstractions(templates)?;
         let mut txn = Txn::new();

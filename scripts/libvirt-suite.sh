@@ -1,0 +1,145 @@
+#!/bin/sh
+# Run libvirt's own tests/virt-aa-helper-test, unchanged, against aa-virt's
+# helper mode, and against Debian's own virt-aa-helper for comparison.
+#
+#   scripts/libvirt-suite.sh [--fetch-only] [AA_VIRT_BINARY]
+#
+# The libvirt source matching the installed libvirt-daemon is fetched with
+# `apt-get source` (a deb-src entry is derived from the host's existing apt
+# sources when there is none) and cached, unpacked, under $LIBVIRT_SRC_CACHE
+# (default /var/cache/aa-virt/libvirt-src), so reruns are quick. Nothing from
+# libvirt is ever copied into this repository.
+#
+# Exit status: 0 when aa-virt passes every case the reference passes and
+# fails none; 1 otherwise; 2 when the suite cannot be set up.
+set -eu
+
+cache=${LIBVIRT_SRC_CACHE:-/var/cache/aa-virt/libvirt-src}
+ref=${VIRT_AA_HELPER_REF:-/usr/lib/libvirt/virt-aa-helper}
+fetch_only=
+if [ "${1:-}" = --fetch-only ]; then fetch_only=1; shift; fi
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${1:-$here/target/release/aa-virt}
+
+die() { echo "libvirt-suite: $*" >&2; exit 2; }
+
+# --- the source ------------------------------------------------------------
+version=$(dpkg-query -W -f '${Version}' libvirt-daemon 2>/dev/null) ||
+    die "libvirt-daemon is not installed (it provides the reference helper)"
+upstream=${version#*:}; upstream=${upstream%-*}
+src="$cache/libvirt-$upstream"
+suite="$src/tests/virt-aa-helper-test"
+
+have_deb_src() {
+    grep -rqsE '^[[:space:]]*(deb-src[[:space:]]|Types:.*deb-src)' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null
+}
+
+add_deb_src() {
+    # One deb-src stanza per existing Debian "deb" stanza (deb822 files) or
+    # "deb" line (one-line format), same mirror, same suites: never a
+    # hard-coded host.
+    out=/etc/apt/sources.list.d/aa-virt-deb-src.sources
+    tmp=$(mktemp)
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -e "$f" ] || continue
+        case "$f" in *aa-virt-deb-src.sources) continue ;; esac
+        awk 'BEGIN{RS=""; ORS="\n\n"}
+             /(^|\n)Types:[^\n]*deb/ && /(^|\n)URIs:[^\n]*debian/ {
+                 gsub(/(^|\n)Types:[^\n]*/, "\nTypes: deb-src"); sub(/^\n/, "");
+                 print }' "$f" >>"$tmp"
+    done
+    if [ -f /etc/apt/sources.list ]; then
+        sed -n 's/^[[:space:]]*deb[[:space:]]\(.*debian.*\)$/deb-src \1/p' \
+            /etc/apt/sources.list >"$tmp.list"
+        [ -s "$tmp.list" ] && cp "$tmp.list" /etc/apt/sources.list.d/aa-virt-deb-src.list
+        rm -f "$tmp.list"
+    fi
+    [ -s "$tmp" ] && cp "$tmp" "$out"
+    rm -f "$tmp"
+    have_deb_src || die "could not derive a deb-src entry from /etc/apt/sources.list*"
+    echo "libvirt-suite: added deb-src entries derived from the existing apt sources" >&2
+}
+
+if [ ! -f "$suite" ]; then
+    command -v dpkg-source >/dev/null || die "dpkg-dev is not installed (apt-get source needs dpkg-source)"
+    have_deb_src || add_deb_src
+    apt-get update -qq >&2 || die "apt-get update failed"
+    mkdir -p "$cache"
+    work=$(mktemp -d "$cache/.fetch.XXXXXX")
+    (cd "$work" && apt-get source -qq "libvirt=$version" >&2) ||
+        { rm -rf "$work"; die "apt-get source libvirt=$version failed"; }
+    dir=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'libvirt-*' | head -n1)
+    [ -n "$dir" ] && [ -f "$dir/tests/virt-aa-helper-test" ] ||
+        { rm -rf "$work"; die "the unpacked source has no tests/virt-aa-helper-test"; }
+    rm -rf "$src"
+    mv "$dir" "$src"
+    rm -rf "$work"
+fi
+[ -n "$fetch_only" ] && { echo "$suite"; exit 0; }
+
+# --- the runs --------------------------------------------------------------
+[ -x "$bin" ] || die "no aa-virt binary at $bin (cargo build --release, or pass its path)"
+[ -x "$ref" ] || die "no reference helper at $ref (install libvirt-daemon)"
+run=$(mktemp -d)
+trap 'rm -rf "$run"' EXIT
+ln -s "$(readlink -f "$bin")" "$run/virt-aa-helper"
+
+# The suite makes a stray fifo relative to the current directory, so each
+# run gets its own. -d makes it print every case ("pass" or "FAIL: ...").
+runsuite() { # NAME HELPER [ENV=VALUE...]
+    name=$1 helper=$2; shift 2
+    mkdir -p "$run/$name"
+    # Through a pipe: the suite reopens /dev/stdout, which truncates a file.
+    { (cd "$run/$name" && env "$@" sh "$suite" -d "$helper") 2>&1 &&
+        echo 0 >"$run/$name.rc" || echo $? >"$run/$name.rc"; } | cat >"$run/$name.out"
+    # One line per case: number, verdict, title.
+    # A failed case repeats its title line right after "FAIL: exited with".
+    awk '/^  .*:  .--dryrun/ { if (again) { again=0; next }
+                               n++; t=$0; sub(/^  /, "", t); sub(/:  .--dryrun.*/, "", t); title[n]=t; next }
+         { again=0 }
+         /^pass$/ { v[n]="pass" }
+         /^FAIL: exited with/ { v[n]="FAIL"; again=1 }
+         /^FAIL: missing rule/ { miss[n]=1 }
+         END { for (i=1; i<=n; i++) printf "%d\t%s\t%s\n", i, (v[i]==""?"FAIL":v[i]), title[i] }' \
+        "$run/$name.out" >"$run/$name.cases"
+    p=$(grep -c '	pass	' "$run/$name.cases" || true)
+    f=$(grep -c '	FAIL	' "$run/$name.cases" || true)
+    echo "$p passed, $f failed"
+}
+
+# Where aa-virt differs from the reference on purpose, with the reason.
+# The only one: guest names with [ ] { } ? ^ , " * are escaped, not refused
+# (AA_VIRT_HELPER_STRICT_NAMES=1 restores the refusal, checked below).
+intended() { case "$1" in "-c with invalid domain name char "[!/]) return 0 ;; esac; return 1; }
+
+compare() { # NAME STRICT: every case the reference passes must pass here
+    fail=0
+    while IFS='	' read -r n verdict title; do
+        refv=$(awk -F'\t' -v n="$n" '$1==n {print $2}' "$run/ref.cases")
+        [ "$refv" = pass ] || continue
+        if [ "$verdict" != pass ]; then
+            if [ "$2" = lenient ] && intended "$title"; then
+                echo "  intended difference: case $n: $title (the name is escaped, not refused)"
+            else
+                echo "  REGRESSION: case $n: $title (the reference passes it)"
+                fail=1
+            fi
+        fi
+    done <"$run/$1.cases"
+    return $fail
+}
+
+echo "libvirt $version tests/virt-aa-helper-test, case by case:"
+echo "  reference $ref: $(runsuite ref "$ref")"
+echo "  aa-virt (AA_VIRT_HELPER_STRICT_NAMES=1): $(runsuite strict "$run/virt-aa-helper" AA_VIRT_HELPER_STRICT_NAMES=1)"
+echo "  aa-virt (default): $(runsuite ours "$run/virt-aa-helper" AA_VIRT_HELPER_STRICT_NAMES=0)"
+[ "$(wc -l <"$run/ref.cases")" -gt 50 ] || { cat "$run/ref.out"; die "the reference run did not produce the expected cases"; }
+rc=0
+compare strict strict || rc=1
+compare ours lenient || rc=1
+if [ "$rc" -ne 0 ]; then
+    echo "--- aa-virt transcript ---"
+    cat "$run/strict.out"
+fi
+exit $rc
