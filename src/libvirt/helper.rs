@@ -172,16 +172,23 @@ pub struct Context {
 }
 
 impl Context {
-    /// The system: `/` (or `$AA_VIRT_ROOT`, for packaging tests), the
-    /// parser from `$AA_VIRT_PARSER` or the usual place, templates from
+    /// The system: files under `/` (or `$AA_VIRT_ROOT`), the kernel seen
+    /// through `/sys` (or `$AA_VIRT_SYSROOT`, tests only), the parser from
+    /// `$AA_VIRT_PARSER` or the usual place, templates from
     /// `$AA_VIRT_TEMPLATES` or the built-in ones, and strict names when
     /// `$AA_VIRT_HELPER_STRICT_NAMES` is `1`.
     pub fn from_env() -> Result<Context, HelperError> {
-        let root = std::env::var_os("AA_VIRT_ROOT").map(PathBuf::from);
-        let (layout, kernel) = match &root {
-            Some(r) if r != Path::new("/") => (Layout::under(r), kernel::status_at(r)),
-            _ => (Layout::default(), kernel::status()),
+        let nonempty = |v: &str| {
+            std::env::var_os(v)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
         };
+        let layout = nonempty("AA_VIRT_ROOT")
+            .map(|r| Layout::under(&r))
+            .unwrap_or_default();
+        let kernel = nonempty(crate::cli::SYSROOT_ENV)
+            .map(|r| kernel::status_at(&r))
+            .unwrap_or_else(kernel::status);
         let templates = std::env::var_os("AA_VIRT_TEMPLATES").map(PathBuf::from);
         Ok(Context {
             layout,
