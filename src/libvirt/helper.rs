@@ -169,6 +169,8 @@ pub struct Context {
     pub templates: Templates,
     /// Refuse guest names the reference refuses.
     pub strict_names: bool,
+    /// Where the host's `/sys` is read to find host devices (`/`).
+    pub sysfs_root: PathBuf,
 }
 
 impl Context {
@@ -186,8 +188,10 @@ impl Context {
         let layout = nonempty("AA_VIRT_ROOT")
             .map(|r| Layout::under(&r))
             .unwrap_or_default();
-        let kernel = nonempty(crate::cli::SYSROOT_ENV)
-            .map(|r| kernel::status_at(&r))
+        let sysroot = nonempty(crate::cli::SYSROOT_ENV);
+        let kernel = sysroot
+            .as_deref()
+            .map(kernel::status_at)
             .unwrap_or_else(kernel::status);
         let templates = std::env::var_os("AA_VIRT_TEMPLATES").map(PathBuf::from);
         Ok(Context {
@@ -196,6 +200,7 @@ impl Context {
             kernel,
             templates: Templates::load(templates.as_deref())?,
             strict_names: std::env::var("AA_VIRT_HELPER_STRICT_NAMES").as_deref() == Ok("1"),
+            sysfs_root: sysroot.unwrap_or_else(|| PathBuf::from("/")),
         })
     }
 }
@@ -413,6 +418,7 @@ pub fn run(
                 &text,
                 &ReadOptions {
                     probe_chains: !append,
+                    sysfs_root: ctx.sysfs_root.clone(),
                 },
             )?;
             check_guest(ctx, &guest, &text, uuid, arg)?;
@@ -641,7 +647,13 @@ fn append_file(
         // No rules of ours yet: a full render from the XML (with the disks'
         // backing chains, which -F skipped), plus the file.
         drop(lock);
-        let mut g = super::parse(xml, &ReadOptions { probe_chains: true })?;
+        let mut g = super::parse(
+            xml,
+            &ReadOptions {
+                probe_chains: true,
+                sysfs_root: ctx.sysfs_root.clone(),
+            },
+        )?;
         g.add(res);
         return regenerate(ctx, &g, name, Mode::Replace, false, out);
     };
