@@ -7,113 +7,16 @@
 //! accepting state. Any glob, alternation or character class that leaked
 //! through would show up as a branch or a multi-byte transition.
 
-use std::collections::HashMap;
+mod common;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::process::Command;
 
-use aa_virt::apparmor::Parser;
 use aa_virt::guest::{Access, Guest, GuestKind, Resource};
 use aa_virt::policy;
 
-/// Transitions by state: (next state, byte).
-type Edges = HashMap<String, Vec<(String, u8)>>;
-
-/// Compile one rule line and return the first DFA's edges and accepting states.
-fn dfa(rule: &str) -> (Edges, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("prof");
-    std::fs::write(&p, format!("profile t {{\n{rule}\n}}\n")).unwrap();
-    let parser = Parser::new();
-    let out = Command::new(&parser.bin)
-        .args(["--skip-kernel-load", "--skip-cache", "-D", "dfa-graph"])
-        .args(
-            parser
-                .features
-                .iter()
-                .flat_map(|f| [OsStr::new("--features-file"), f.as_os_str()]),
-        )
-        .arg("-o")
-        .arg("/dev/null")
-        .arg(&p)
-        .output()
-        .expect("apparmor_parser must be installed (Debian package apparmor)");
-    assert!(
-        out.status.success(),
-        "parser rejected {rule}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    let first = text.split("digraph").nth(1).expect("no DFA dumped");
-    let mut edges: Edges = HashMap::new();
-    let mut accepting = Vec::new();
-    let lines: Vec<&str> = first.lines().collect();
-    let mut i = 0;
-    while i < lines.len() {
-        let l = lines[i].trim();
-        if let Some((from, to)) = l
-            .strip_suffix('[')
-            .and_then(|x| x.trim().split_once(" -> "))
-        {
-            let label = lines[i + 1].trim();
-            let hex = label
-                .trim_end_matches('"')
-                .rsplit([' ', '"'])
-                .next()
-                .and_then(|h| h.strip_prefix("0x"))
-                .unwrap_or_else(|| panic!("transition without a single byte: {label}"));
-            let byte =
-                u8::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("bad byte in {label}"));
-            edges
-                .entry(from.trim_matches('"').to_string())
-                .or_default()
-                .push((to.trim().trim_matches('"').to_string(), byte));
-        } else if l.starts_with("\"{")
-            && l.ends_with('[')
-            && i + 1 < lines.len()
-            && lines[i + 1].contains("label=")
-        {
-            accepting.push(l.trim_end_matches('[').trim().trim_matches('"').to_string());
-        }
-        i += 1;
-    }
-    (edges, accepting)
-}
-
-/// Assert the DFA accepts exactly `want`.
-fn assert_exact(rule: &str, want: &[u8]) {
-    let (edges, accepting) = dfa(rule);
-    let mut state = "{1}".to_string();
-    for (i, &b) in want.iter().enumerate() {
-        let out = edges.get(&state).cloned().unwrap_or_default();
-        assert_eq!(
-            out.len(),
-            1,
-            "rule {rule}: state {state} after {:?} has {} transitions {:?}, want exactly one (byte {b:#x})",
-            String::from_utf8_lossy(&want[..i]),
-            out.len(),
-            out
-        );
-        assert_eq!(
-            out[0].1, b,
-            "rule {rule}: byte {i} is {:#x}, want {b:#x}",
-            out[0].1
-        );
-        state = out[0].0.clone();
-    }
-    assert!(
-        edges.get(&state).is_none_or(|v| v.is_empty()),
-        "rule {rule}: the DFA goes on after the full path: {:?}",
-        edges.get(&state)
-    );
-    assert_eq!(
-        accepting,
-        vec![state.clone()],
-        "rule {rule}: accepting states"
-    );
-}
+use common::dfa::assert_exact;
 
 /// The rule aa-virt renders for a disk at `path`.
 fn disk_rule(path: &[u8]) -> Result<(String, Vec<u8>), policy::RuleError> {

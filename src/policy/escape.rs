@@ -38,8 +38,10 @@ pub enum PathError {
         byte: u8,
     },
     /// Path is longer than the kernel resolves.
-    #[error("path is {len} bytes long, over the kernel's limit of {PATH_MAX}")]
+    #[error("path {start:?}... is {len} bytes long, over the kernel's limit of {PATH_MAX}")]
     TooLong {
+        /// The first bytes of the path, printable.
+        start: String,
         /// Length in bytes.
         len: usize,
     },
@@ -60,17 +62,29 @@ pub fn check_path(bytes: &[u8]) -> Result<(), PathError> {
         return Err(PathError::Relative(display_bytes(bytes)));
     }
     if bytes.len() > PATH_MAX {
-        return Err(PathError::TooLong { len: bytes.len() });
+        return Err(PathError::TooLong {
+            start: display_bytes(&bytes[..bytes.len().min(64)]),
+            len: bytes.len(),
+        });
     }
     Ok(())
 }
 
 /// Characters that have a meaning inside a quoted AppArmor path.
 ///
-/// `* ? [ ] { }` glob, `,` alternates inside `{}`, `^` negates inside `[]`,
-/// `\` escapes, `"` ends the string. Escaping `{` also defeats `@{VAR}`
-/// variable expansion. The parser always treats `. + | ( ) $` literally.
-const SPECIAL: &[u8] = b"\\\"*?[]{}^,";
+/// `* ? [ ] { }` glob, `,` alternates inside `{}`, `^` negates inside `[]`.
+/// Escaping `{` also defeats `@{VAR}` variable expansion. The parser always
+/// treats `. + | ( ) $` literally. `\` and `"` are written as octal (see
+/// [`OCTAL`]), not here.
+const SPECIAL: &[u8] = b"*?[]{}^,";
+
+/// Bytes written as octal escapes even though they are printable: `\`
+/// escapes and `"` ends the string. apparmor_parser 3.0.8's lexer takes the
+/// longest quoted string it can, so a path written as `"/a\\"` (ending in an
+/// escaped backslash) runs on to the next rule's opening quote and the
+/// profile no longer compiles. As `\134` and `\042` neither byte can ever
+/// stand before a quote (`tests/hostile.rs` proves both forms exact).
+const OCTAL: &[u8] = b"\\\"";
 
 /// Escape raw path bytes for use inside a double-quoted rule path.
 ///
@@ -87,7 +101,7 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
                 if SPECIAL.contains(&b) {
                     out.push('\\');
                     out.push(c);
-                } else if b < 0x20 || b == 0x7f {
+                } else if b < 0x20 || b == 0x7f || OCTAL.contains(&b) {
                     out.push_str(&format!("\\{b:03o}"));
                 } else {
                     out.push(c);
@@ -244,7 +258,7 @@ mod tests {
     fn specials_are_escaped() {
         assert_eq!(
             escape_bytes(br#"/a*b?c[d]e{f,g}h^i\j"k"#),
-            r#"/a\*b\?c\[d\]e\{f\,g\}h\^i\\j\"k"#
+            r#"/a\*b\?c\[d\]e\{f\,g\}h\^i\134j\042k"#
         );
         assert_eq!(escape_bytes(b"/h@{HOME}"), r"/h@\{HOME\}");
     }

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod dfa;
+pub mod rulecheck;
+
 use std::path::{Path, PathBuf};
 
 use aa_virt::apparmor::{KernelStatus, Parser};

@@ -1,0 +1,189 @@
+//! The exactness oracle: compile one rule with the real `apparmor_parser`,
+//! read the DFA it would load into the kernel (`-D dfa-graph`) and check that
+//! it is a single chain of one-byte transitions spelling exactly one path,
+//! ending in the one accepting state. A glob, alternation or character class
+//! that leaked through shows up as a branch, a multi-byte transition, a
+//! loop, or an accepting state in the wrong place.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::process::Command;
+
+use aa_virt::apparmor::Parser;
+
+/// Transitions by state: (next state, byte).
+pub type Edges = HashMap<String, Vec<(String, u8)>>;
+
+/// Compile some rule lines and return the first DFA's edges and accepting
+/// states, or the parser's complaint.
+pub fn try_dfa(rule: &str) -> Result<(Edges, Vec<String>), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let p = dir.path().join("prof");
+    std::fs::write(&p, format!("profile t {{\n{rule}\n}}\n")).map_err(|e| e.to_string())?;
+    let parser = Parser::new();
+    let out = Command::new(&parser.bin)
+        .args(["--skip-kernel-load", "--skip-cache", "-D", "dfa-graph"])
+        .args(
+            parser
+                .features
+                .iter()
+                .flat_map(|f| [OsStr::new("--features-file"), f.as_os_str()]),
+        )
+        .arg("-o")
+        .arg("/dev/null")
+        .arg(&p)
+        .output()
+        .expect("apparmor_parser must be installed (Debian package apparmor)");
+    if !out.status.success() {
+        return Err(format!(
+            "parser rejected {rule}: {} (exit {})",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| !l.starts_with(['\t', '\"', '}', 'd']))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            out.status
+        ));
+    }
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let first = text
+        .split("digraph")
+        .nth(1)
+        .ok_or_else(|| format!("rule {rule}: no DFA dumped"))?;
+    let mut edges: Edges = HashMap::new();
+    let mut accepting = Vec::new();
+    let lines: Vec<&str> = first.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let l = lines[i].trim();
+        if let Some((from, to)) = l
+            .strip_suffix('[')
+            .and_then(|x| x.trim().split_once(" -> "))
+        {
+            let label = lines.get(i + 1).map(|s| s.trim()).unwrap_or("");
+            let hex = label
+                .trim_end_matches('"')
+                .rsplit([' ', '"'])
+                .next()
+                .and_then(|h| h.strip_prefix("0x"))
+                .ok_or_else(|| format!("rule {rule}: transition without a single byte: {label}"))?;
+            let byte = u8::from_str_radix(hex, 16)
+                .map_err(|_| format!("rule {rule}: bad byte in {label}"))?;
+            edges
+                .entry(from.trim_matches('"').to_string())
+                .or_default()
+                .push((to.trim().trim_matches('"').to_string(), byte));
+        } else if l.starts_with("\"{")
+            && l.ends_with('[')
+            && i + 1 < lines.len()
+            && lines[i + 1].contains("label=")
+        {
+            accepting.push(l.trim_end_matches('[').trim().trim_matches('"').to_string());
+        }
+        i += 1;
+    }
+    Ok((edges, accepting))
+}
+
+/// Check that the rule's DFA accepts exactly `want` and nothing else.
+pub fn check_exact(rule: &str, want: &[u8]) -> Result<(), String> {
+    let (edges, accepting) = try_dfa(rule)?;
+    let mut state = "{1}".to_string();
+    for (i, &b) in want.iter().enumerate() {
+        let out = edges.get(&state).cloned().unwrap_or_default();
+        if out.len() != 1 {
+            return Err(format!(
+                "rule {rule}: state {state} after {:?} has {} transitions {:?}, want exactly one (byte {b:#x})",
+                String::from_utf8_lossy(&want[..i]),
+                out.len(),
+                out
+            ));
+        }
+        if out[0].1 != b {
+            return Err(format!(
+                "rule {rule}: byte {i} is {:#x}, want {b:#x}",
+                out[0].1
+            ));
+        }
+        state = out[0].0.clone();
+    }
+    if edges.get(&state).is_some_and(|v| !v.is_empty()) {
+        return Err(format!(
+            "rule {rule}: the DFA goes on after the full path: {:?}",
+            edges.get(&state)
+        ));
+    }
+    if accepting != vec![state.clone()] {
+        return Err(format!(
+            "rule {rule}: accepting states {accepting:?}, want only {state}"
+        ));
+    }
+    Ok(())
+}
+
+/// Assert the rule's DFA accepts exactly `want`.
+pub fn assert_exact(rule: &str, want: &[u8]) {
+    if let Err(e) = check_exact(rule, want) {
+        panic!("{e}");
+    }
+}
+
+/// Every string the DFA accepts, or an error when the language is infinite
+/// (a loop: some glob leaked) or larger than `cap`.
+pub fn language(edges: &Edges, accepting: &[String], cap: usize) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    // (state, string so far, states on the way here)
+    let mut stack: Vec<(String, Vec<u8>, Vec<String>)> =
+        vec![("{1}".to_string(), Vec::new(), Vec::new())];
+    while let Some((state, s, mut seen)) = stack.pop() {
+        if seen.contains(&state) {
+            return Err(format!(
+                "loop at state {state} after {:?}: the rules match infinitely many paths",
+                String::from_utf8_lossy(&s)
+            ));
+        }
+        if accepting.contains(&state) {
+            out.push(s.clone());
+            if out.len() > cap {
+                return Err(format!("the rules match more than {cap} paths"));
+            }
+        }
+        seen.push(state.clone());
+        for (next, b) in edges.get(&state).into_iter().flatten() {
+            let mut n = s.clone();
+            n.push(*b);
+            stack.push((next.clone(), n, seen.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// Compile all `rules` in one profile and check that together they match
+/// exactly the paths in `want`, no more and no fewer. One parser run for
+/// many paths; a widening in any rule shows as an extra path or a loop.
+pub fn check_language(rules: &[String], want: &[Vec<u8>]) -> Result<(), String> {
+    let (edges, accepting) = try_dfa(&rules.join("\n"))?;
+    let mut got = language(&edges, &accepting, want.len() + 16)?;
+    got.sort();
+    got.dedup();
+    let mut want = want.to_vec();
+    want.sort();
+    want.dedup();
+    if got != want {
+        let extra: Vec<String> = got
+            .iter()
+            .filter(|g| !want.contains(g))
+            .map(|g| String::from_utf8_lossy(g).into_owned())
+            .collect();
+        let missing: Vec<String> = want
+            .iter()
+            .filter(|w| !got.contains(w))
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        return Err(format!(
+            "the rules match other paths than asked: extra {extra:?}, missing {missing:?}"
+        ));
+    }
+    Ok(())
+}
