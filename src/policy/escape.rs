@@ -132,7 +132,9 @@ pub fn unescape(text: &str) -> Option<Vec<u8>> {
         let b = s[i];
         if b == b'\\' {
             let n = *s.get(i + 1)?;
-            if SPECIAL.contains(&n) {
+            // `\\` and `\"` are no longer written but files from older
+            // versions hold them.
+            if SPECIAL.contains(&n) || OCTAL.contains(&n) {
                 out.push(n);
                 i += 2;
             } else if (b'0'..=b'3').contains(&n) {
@@ -145,7 +147,7 @@ pub fn unescape(text: &str) -> Option<Vec<u8>> {
             } else {
                 return None;
             }
-        } else if SPECIAL.contains(&b) {
+        } else if SPECIAL.contains(&b) || b == b'"' {
             return None;
         } else {
             out.push(b);
