@@ -54,6 +54,12 @@ pub struct Global {
 pub enum Command {
     /// Render a libvirt guest's profile from its domain XML (dry run).
     Profile(ProfileArgs),
+    /// The libvirt hook: `aa-virt hook qemu GUEST OP SUBOP EXTRA`, domain XML on stdin.
+    Hook(HookArgs),
+    /// Install the libvirt hook, aa-virt's profile, abstractions, daemon overrides and config.
+    Install(InstallArgs),
+    /// Remove what `install` added (files edited since are kept and reported).
+    Uninstall(InstallArgs),
     /// Print a shell completion script (bash, zsh, fish) to standard output.
     Completions {
         /// The shell.
@@ -109,6 +115,30 @@ fn cmd_features(a: &FeaturesArgs) -> Result<i32, CliError> {
         print!("{}", f.report());
     }
     Ok(EXIT_OK)
+}
+
+/// `aa-virt hook`.
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// The hook object (libvirt's hook script name); only `qemu` is handled.
+    pub object: String,
+    /// libvirt's arguments: GUEST OP SUBOP EXTRA.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// Configuration file.
+    #[arg(long, env = "AA_VIRT_CONFIG", value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+/// `aa-virt install` / `aa-virt uninstall`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Root of the target system (for packaging and tests); only `/` touches the kernel.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// The aa-virt binary as the target system sees it (default: this binary).
+    #[arg(long, value_name = "PATH")]
+    pub bin: Option<PathBuf>,
 }
 
 /// `aa-virt profile`.
@@ -202,6 +232,73 @@ fn cmd_profile(g: &Global, a: &ProfileArgs) -> Result<i32, CliError> {
     Ok(EXIT_OK)
 }
 
+fn cmd_hook(g: &Global, a: &HookArgs) -> Result<i32, CliError> {
+    use crate::libvirt::hook::{Hook, Op};
+    // Always drain stdin: libvirt writes the XML whatever the operation.
+    let xml = read_input("-");
+    let op = Op::parse(a.args.get(1).map(String::as_str).unwrap_or(""));
+    if matches!(op, Op::Unknown(_)) && a.object == "qemu" {
+        tracing::info!(
+            "ignoring unknown hook operation {:?} for guest {}",
+            op.name(),
+            a.args.first().map(String::as_str).unwrap_or("")
+        );
+        return Ok(EXIT_OK);
+    }
+    let xml = xml.map_err(|e| {
+        format!(
+            "{} hook for guest {}: {e}",
+            op.name(),
+            a.args.first().map(String::as_str).unwrap_or("?")
+        )
+    })?;
+    let config = crate::config::Config::load(&a.config)?;
+    let hook = Hook::new(config, &a.config)?;
+    let out = hook.run(&a.object, &a.args, &xml)?;
+    // The daemon's log is the hook's stderr: one line per event.
+    if !g.quiet {
+        for n in &out.notes {
+            eprintln!("aa-virt: {n}");
+        }
+    }
+    for w in &out.warnings {
+        eprintln!("aa-virt: {w}");
+    }
+    if let Some(s) = out.stdout {
+        use std::io::Write;
+        let mut o = std::io::stdout().lock();
+        o.write_all(s.as_bytes())?;
+        o.flush()?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn cmd_install(g: &Global, a: &InstallArgs, remove: bool) -> Result<i32, CliError> {
+    use crate::install::{self, Options};
+    let exe = match &a.bin {
+        Some(b) => b.clone(),
+        None => install::current_exe()?,
+    };
+    let o = Options {
+        root: a.root.clone(),
+        exe,
+    };
+    let templates = Templates::load(g.templates.as_deref())?;
+    let kernel = crate::apparmor::status();
+    let rep = if remove {
+        install::uninstall(&o, &templates, &Parser::new(), &kernel)?
+    } else {
+        install::install(&o, &templates, &Parser::new(), &kernel)?
+    };
+    for l in &rep.lines {
+        println!("{l}");
+    }
+    if !rep.changed {
+        println!("nothing changed");
+    }
+    Ok(EXIT_OK)
+}
+
 fn cmd_gen_docs(dir: &std::path::Path) -> Result<i32, CliError> {
     let pages = crate::manpages::write_man_pages(&dir.join("man"))?;
     let comps = crate::manpages::write_completions(&dir.join("completions"))?;
@@ -274,6 +371,9 @@ pub fn main() -> i32 {
         Command::GenDocs { dir } => cmd_gen_docs(dir),
         Command::Features(a) => cmd_features(a),
         Command::Helper(a) => return libvirt::helper::main("aa-virt helper", a.args.clone()),
+        Command::Hook(a) => cmd_hook(&cli.global, a),
+        Command::Install(a) => cmd_install(&cli.global, a, false),
+        Command::Uninstall(a) => cmd_install(&cli.global, a, true),
     };
     match res {
         Ok(code) => code,

@@ -8,7 +8,9 @@
 
 pub mod apparmor;
 pub mod cli;
+pub mod config;
 pub mod guest;
+pub mod install;
 pub mod libvirt;
 pub mod manpages;
 pub mod policy;

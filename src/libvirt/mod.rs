@@ -3,6 +3,7 @@
 
 pub mod domain;
 pub mod helper;
+pub mod hook;
 pub mod image;
 pub mod profile;
 

@@ -320,15 +320,7 @@ pub fn uninstall(
     remove_profile: bool,
 ) -> Result<Removed, ProfileError> {
     let _lock = store::lock(&layout.lock_dir, name)?;
-    let unloaded = match kernel {
-        KernelStatus::Available { fs } => {
-            kernel::remove_profile(fs, name).map_err(|source| ProfileError::Unload {
-                profile: name.to_string(),
-                source,
-            })?
-        }
-        KernelStatus::Unavailable(_) => false,
-    };
+    let unloaded = unload_locked(name, kernel)?;
     let files_removed = store::remove(&layout.files_path(name))?;
     let profile_removed = remove_profile && store::remove(&layout.profile_path(name))?;
     Ok(Removed {
@@ -336,6 +328,25 @@ pub fn uninstall(
         files_removed,
         profile_removed,
     })
+}
+
+/// Unload a guest's profile (when the kernel has it) and leave every file
+/// in place; for hosts configured to keep stopped guests' files.
+pub fn unload(layout: &Layout, name: &str, kernel: &KernelStatus) -> Result<bool, ProfileError> {
+    let _lock = store::lock(&layout.lock_dir, name)?;
+    unload_locked(name, kernel)
+}
+
+fn unload_locked(name: &str, kernel: &KernelStatus) -> Result<bool, ProfileError> {
+    match kernel {
+        KernelStatus::Available { fs } => {
+            kernel::remove_profile(fs, name).map_err(|source| ProfileError::Unload {
+                profile: name.to_string(),
+                source,
+            })
+        }
+        KernelStatus::Unavailable(_) => Ok(false),
+    }
 }
 
 /// A private scratch directory (mode 0700) under `$TMPDIR`.

@@ -24,6 +24,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "libvirt/files.hbs",
         include_str!("../../templates/libvirt/files.hbs"),
     ),
+    (
+        "apparmor.d/usr.bin.aa-virt.hbs",
+        include_str!("../../templates/apparmor.d/usr.bin.aa-virt.hbs"),
+    ),
+    (
+        "apparmor.d/local/daemon.aa-virt.hbs",
+        include_str!("../../templates/apparmor.d/local/daemon.aa-virt.hbs"),
+    ),
 ];
 
 /// Abstractions aa-virt ships, relative to `/etc/apparmor.d`.
@@ -65,6 +73,7 @@ pub enum TemplateError {
 pub struct Templates {
     hb: Handlebars<'static>,
     dir: Option<PathBuf>,
+    includes: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -80,6 +89,7 @@ struct ProfileCtx<'a> {
     profile: &'a str,
     complain: bool,
     rules: Vec<RuleLine>,
+    includes: &'a [String],
 }
 
 impl Templates {
@@ -108,7 +118,16 @@ impl Templates {
         Ok(Templates {
             hb,
             dir: dir.map(Path::to_path_buf),
+            includes: Vec::new(),
         })
+    }
+
+    /// Extra files (relative to `/etc/apparmor.d`, already validated as
+    /// plain relative names) that every generated rules file includes: the
+    /// site-wide additions from the configuration.
+    pub fn with_includes(mut self, includes: Vec<String>) -> Templates {
+        self.includes = includes;
+        self
     }
 
     /// The text of an abstraction (`abstractions/aa-virt-qemu`), from the
@@ -128,6 +147,7 @@ impl Templates {
     }
 
     fn ctx<'a>(
+        &'a self,
         guest: &Guest,
         profile: &'a str,
         complain: bool,
@@ -149,10 +169,18 @@ impl Templates {
                         .collect()
                 })
                 .unwrap_or_default(),
+            includes: &self.includes,
         }
     }
 
     fn render(&self, name: &str, ctx: &ProfileCtx<'_>) -> Result<String, TemplateError> {
+        self.render_with(name, ctx)
+    }
+
+    /// Render any of the [`BUILTIN`] templates (or its override) with a
+    /// caller-supplied context; values are inserted verbatim, so the caller
+    /// escapes them (paths through [`crate::policy::escape`]).
+    pub fn render_with<T: Serialize>(&self, name: &str, ctx: &T) -> Result<String, TemplateError> {
         self.hb
             .render(name, ctx)
             .map_err(|source| TemplateError::Render {
@@ -170,7 +198,7 @@ impl Templates {
     ) -> Result<String, TemplateError> {
         self.render(
             "libvirt/TEMPLATE.qemu.hbs",
-            &Self::ctx(guest, profile, complain, None),
+            &self.ctx(guest, profile, complain, None),
         )
     }
 
@@ -183,7 +211,7 @@ impl Templates {
     ) -> Result<String, TemplateError> {
         self.render(
             "libvirt/files.hbs",
-            &Self::ctx(guest, profile, false, Some(rules)),
+            &self.ctx(guest, profile, false, Some(rules)),
         )
     }
 }
