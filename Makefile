@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export AA_VIRT_CORPUS ?= $(abspath ../shared/corpus/libvirt)
 
-.PHONY: deps build demo test lint
+.PHONY: deps build demo test lint docs deb deb-path deb-test
 
 deps:
 	scripts/install-deps.sh
@@ -33,3 +33,21 @@ itest:
 # Only build (or confirm the cache of) the guest image.
 itest-image:
 	integration-vms/build-image.sh
+
+# Man pages and completions generated from the command line definition.
+docs: build
+	rm -rf target/docs
+	target/release/aa-virt gen-docs target/docs >/dev/null
+	gzip -9n target/docs/man/*.1
+
+# The Debian package (cargo-deb; `cargo install cargo-deb` once).
+deb: docs
+	@command -v cargo-deb >/dev/null || { echo "cargo-deb is missing: cargo install cargo-deb --locked" >&2; exit 1; }
+	$(CARGO) deb --no-build --no-strip -o target/debian/
+
+deb-path:
+	@echo target/debian/aa-virt_$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)-1_$$(dpkg --print-architecture).deb
+
+# Install the package, use it, purge it, check nothing is left (changes the system).
+deb-test: deb
+	scripts/deb-test.sh

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Build the .deb, install it with dpkg, use it, purge it, and check that
+# nothing is left behind. Changes the system: run it on a disposable
+# machine (CI) as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+deb=$(make -s deb-path)
+[ -f "$deb" ] || { echo "deb-test: $deb was not built (run make deb)" >&2; exit 1; }
+fail=0
+check() { if "$@"; then echo "ok: $*"; else echo "FAIL: $*"; fail=1; fi; }
+
+snapshot() {
+  # Missing directories (before install) are expected: find's status is ignored.
+  { find /etc /usr /var/lib/aa-virt /var/cache/aa-virt /run/aa-virt -xdev 2>/dev/null || true; } \
+    | grep -v -e '^/usr/share/man/index' -e '^/var/cache/man' | LC_ALL=C sort
+}
+
+dpkg -s aa-virt >/dev/null 2>&1 && { echo "deb-test: aa-virt is already installed; purge it first" >&2; exit 1; }
+before=$(mktemp); after=$(mktemp)
+snapshot > "$before"
+
+dpkg -i "$deb"
+echo "--- installed files:"
+dpkg -L aa-virt | grep -v '/$' || true
+check aa-virt --version
+check test -x /etc/libvirt/hooks/qemu.d/aa-virt -o ! -e libvirt-hooks/qemu
+check test -f /etc/apparmor.d/abstractions/aa-virt-qemu
+check man -w aa-virt
+check man -w aa-virt-profile
+check test -f /usr/share/bash-completion/completions/aa-virt
+check test -f /usr/share/zsh/vendor-completions/_aa-virt
+check test -f /usr/share/fish/vendor_completions.d/aa-virt.fish
+# A dry-run render from the installed files only (no source tree).
+tmp=$(mktemp -d)
+cp /usr/share/doc/aa-virt/examples/web-server.xml "$tmp/"
+check sh -c "cd / && aa-virt profile --check '$tmp/web-server.xml' >/dev/null"
+rm -rf "$tmp"
+grep -q 'conffiles' <(dpkg-deb -I "$deb") && check sh -c "dpkg-deb -I '$deb' conffiles | grep -q /etc/apparmor.d/abstractions/aa-virt-qemu"
+
+dpkg --purge aa-virt
+snapshot > "$after"
+if ! diff -u "$before" "$after"; then
+  echo "FAIL: files left behind or removed by install+purge (diff above)"
+  fail=1
+else
+  echo "ok: purge left the file system as it was ($(wc -l < "$before") paths compared)"
+fi
+rm -f "$before" "$after"
+[ "$fail" = 0 ] && echo "deb-test: passed" || { echo "deb-test: FAILED"; exit 1; }
