@@ -20,6 +20,12 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo is not on PATH; install the Rust toolchain (rustup) first" >&2
   exit 1
 fi
+# qemu-system-x86: the real-libvirtd hook test (tests/hook_libvirtd.rs) boots
+# a tiny TCG guest. integration-vms/host-deps.sh installs it and handles the
+# backports qemu-utils pitfall (build-facts.md).
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+  "$(dirname "$0")/../integration-vms/host-deps.sh"
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all packages present"
   exit 0

@@ -232,7 +232,7 @@ fn cmd_profile(g: &Global, a: &ProfileArgs) -> Result<i32, CliError> {
     Ok(EXIT_OK)
 }
 
-fn cmd_hook(g: &Global, a: &HookArgs) -> Result<i32, CliError> {
+fn cmd_hook(a: &HookArgs) -> Result<i32, CliError> {
     use crate::libvirt::hook::{Hook, Op};
     // Always drain stdin: libvirt writes the XML whatever the operation.
     let xml = read_input("-");
@@ -255,14 +255,12 @@ fn cmd_hook(g: &Global, a: &HookArgs) -> Result<i32, CliError> {
     let config = crate::config::Config::load(&a.config)?;
     let hook = Hook::new(config, &a.config)?;
     let out = hook.run(&a.object, &a.args, &xml)?;
-    // The daemon's log is the hook's stderr: one line per event.
-    if !g.quiet {
-        for n in &out.notes {
-            eprintln!("aa-virt: {n}");
-        }
+    // One line per event, to stderr (libvirt's log on failure) and the journal.
+    for n in &out.notes {
+        tracing::info!("{n}");
     }
     for w in &out.warnings {
-        eprintln!("aa-virt: {w}");
+        tracing::warn!("{w}");
     }
     if let Some(s) = out.stdout {
         use std::io::Write;
@@ -311,12 +309,14 @@ fn cmd_gen_docs(dir: &std::path::Path) -> Result<i32, CliError> {
 /// Log to stderr (libvirt and LXC put a hook's stderr in their logs), and
 /// also to the journal when journald is running, so every action leaves one
 /// line there too.
-fn init_logging(g: &Global) {
+fn init_logging(g: &Global, command: &Command) {
     use tracing_subscriber::EnvFilter;
     let default = if g.quiet {
         "error"
     } else {
         match g.verbose {
+            // A hook's one line per guest event is its log (daemon log, journal).
+            0 if matches!(command, Command::Hook(_)) => "info",
             0 => "warn",
             1 => "info",
             2 => "debug",
@@ -327,6 +327,8 @@ fn init_logging(g: &Global) {
     let filter = EnvFilter::try_from_env("AA_VIRT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        // No colour codes in daemon logs and hook errors (stderr is a pipe there).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time();
     let journal = std::path::Path::new("/run/systemd/journal/socket")
@@ -355,7 +357,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    init_logging(&cli.global);
+    init_logging(&cli.global, &cli.command);
     let res = match &cli.command {
         Command::Profile(a) => cmd_profile(&cli.global, a),
         Command::Completions { shell } => {
@@ -371,7 +373,7 @@ pub fn main() -> i32 {
         Command::GenDocs { dir } => cmd_gen_docs(dir),
         Command::Features(a) => cmd_features(a),
         Command::Helper(a) => return libvirt::helper::main("aa-virt helper", a.args.clone()),
-        Command::Hook(a) => cmd_hook(&cli.global, a),
+        Command::Hook(a) => cmd_hook(a),
         Command::Install(a) => cmd_install(&cli.global, a, false),
         Command::Uninstall(a) => cmd_install(&cli.global, a, true),
     };

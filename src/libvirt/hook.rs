@@ -280,7 +280,7 @@ impl Hook {
                 match self.config.fail {
                     FailMode::Open => {
                         out.warnings.push(format!(
-                            "WARNING: {} hook: guest {} ({}) runs UNCONFINED: {reason} (fail = \"open\" in {})",
+                            "{} hook: guest {} ({}) runs UNCONFINED: {reason} (fail = \"open\" in {})",
                             op.name(),
                             guest.name,
                             r.name,
