@@ -12,6 +12,8 @@ pub mod config;
 pub mod guest;
 pub mod install;
 pub mod libvirt;
+pub mod list;
+pub mod lxc;
 pub mod manpages;
 pub mod policy;
 pub mod store;

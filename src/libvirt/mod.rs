@@ -1,6 +1,7 @@
 //! libvirt: domain XML to guest, image backing chains, and the front ends
 //! libvirt drives (hook and drop-in helper).
 
+pub mod conn;
 pub mod domain;
 pub mod helper;
 pub mod hook;

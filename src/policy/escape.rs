@@ -244,6 +244,127 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// Read back a rule path as [`Pattern::render`] writes it: quoted, with
+    /// `\c` and `\NNN` (octal) escapes, and only aa-virt's own globs (`*`,
+    /// `**`, `?`). Returns `None` for text `render` cannot produce.
+    pub fn parse_rendered(text: &str) -> Option<Pattern> {
+        let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+        let b = inner.as_bytes();
+        let mut p = Pattern(Vec::new());
+        let mut lit = Vec::new();
+        let mut i = 0;
+        let flush = |p: &mut Pattern, lit: &mut Vec<u8>| {
+            if !lit.is_empty() {
+                p.0.push(Part::Lit(std::mem::take(lit)));
+            }
+        };
+        while i < b.len() {
+            match b[i] {
+                b'\\' => {
+                    let oct = b
+                        .get(i + 1..i + 4)
+                        .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+                    if let Some(d) = oct {
+                        let v = (d[0] - b'0') as u32 * 64
+                            + (d[1] - b'0') as u32 * 8
+                            + (d[2] - b'0') as u32;
+                        lit.push(u8::try_from(v).ok()?);
+                        i += 4;
+                    } else {
+                        lit.push(*b.get(i + 1)?);
+                        i += 2;
+                    }
+                }
+                b'*' if b.get(i + 1) == Some(&b'*') => {
+                    flush(&mut p, &mut lit);
+                    p.0.push(Part::Glob("**"));
+                    i += 2;
+                }
+                b'*' => {
+                    flush(&mut p, &mut lit);
+                    p.0.push(Part::Glob("*"));
+                    i += 1;
+                }
+                b'?' => {
+                    flush(&mut p, &mut lit);
+                    p.0.push(Part::Glob("?"));
+                    i += 1;
+                }
+                c if SPECIAL.contains(&c) => return None,
+                c => {
+                    lit.push(c);
+                    i += 1;
+                }
+            }
+        }
+        flush(&mut p, &mut lit);
+        Some(p)
+    }
+
+    /// Does the pattern match `path`, with AppArmor's meaning of the globs
+    /// (`*`: any run without `/`, `**`: any run, `?`: one byte but `/`)?
+    pub fn matches(&self, path: &[u8]) -> bool {
+        // Flatten to tokens: a byte, or a glob.
+        enum T<'a> {
+            B(u8),
+            G(&'a str),
+        }
+        let mut toks = Vec::new();
+        for part in &self.0 {
+            match part {
+                Part::Lit(b) => toks.extend(b.iter().map(|&c| T::B(c))),
+                Part::Glob(g) => {
+                    // Multi-token globs such as `**/*`.
+                    let mut rest = *g;
+                    while !rest.is_empty() {
+                        if let Some(r) = rest.strip_prefix("**") {
+                            toks.push(T::G("**"));
+                            rest = r;
+                        } else if let Some(r) = rest.strip_prefix('*') {
+                            toks.push(T::G("*"));
+                            rest = r;
+                        } else if let Some(r) = rest.strip_prefix('?') {
+                            toks.push(T::G("?"));
+                            rest = r;
+                        } else {
+                            toks.push(T::B(rest.as_bytes()[0]));
+                            rest = &rest[1..];
+                        }
+                    }
+                }
+            }
+        }
+        // Dynamic programming over (token, byte) positions.
+        let n = path.len();
+        let mut cur = vec![false; n + 1];
+        cur[0] = true;
+        for t in &toks {
+            let mut next = vec![false; n + 1];
+            for j in 0..=n {
+                match t {
+                    T::B(c) => {
+                        if j > 0 && cur[j - 1] && path[j - 1] == *c {
+                            next[j] = true;
+                        }
+                    }
+                    T::G("?") => {
+                        if j > 0 && cur[j - 1] && path[j - 1] != b'/' {
+                            next[j] = true;
+                        }
+                    }
+                    T::G(g) => {
+                        let any = *g == "**";
+                        next[j] = cur[j] || (j > 0 && next[j - 1] && (any || path[j - 1] != b'/'));
+                    }
+                }
+            }
+            cur = next;
+        }
+        cur[n]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +463,34 @@ mod tests {
         assert_eq!(p.render(), r#""/var/log/libvirt/**/vm\*.log""#);
         assert!(!p.is_exact());
         assert!(Pattern::literal(b"/x".to_vec()).is_exact());
+    }
+
+    #[test]
+    fn rendered_patterns_read_back_and_match() {
+        for raw in [
+            &b"/a*b?c[d]e{f,g}h^i\\j\"k"[..],
+            b"/tmp/\xff x",
+            "/tmp/é".as_bytes(),
+        ] {
+            let p = Pattern::literal(raw.to_vec());
+            let back = Pattern::parse_rendered(&p.render()).unwrap();
+            assert_eq!(back, p);
+            assert!(back.matches(raw));
+            assert!(!back.matches(b"/other"));
+        }
+        let g = Pattern::parse_rendered(r#""/var/lib/libvirt/**/vm\*.log""#).unwrap();
+        assert!(g.matches(b"/var/lib/libvirt/a/b/vm*.log"));
+        assert!(!g.matches(b"/var/lib/libvirt/a/b/vmX.log"));
+        let d = Pattern::literal(b"/dev/shm/".to_vec())
+            .glob("*")
+            .lit("/")
+            .glob("**/*");
+        assert!(d.matches(b"/dev/shm/x/y/z"));
+        assert!(!d.matches(b"/dev/shm/x"));
+        let s = Pattern::literal(b"/run/".to_vec()).glob("*").lit(".sock");
+        assert!(s.matches(b"/run/a.sock"));
+        assert!(!s.matches(b"/run/a/b.sock"));
+        assert_eq!(Pattern::parse_rendered("\"/a{b}\""), None);
+        assert_eq!(Pattern::parse_rendered("/unquoted"), None);
     }
 }

@@ -1,0 +1,3 @@
+//! LXC containers: liblxc access.
+
+pub mod sys;
