@@ -77,6 +77,10 @@ pub enum Command {
     /// when aa-virt is invoked under the name `virt-aa-helper`.
     #[command(disable_help_flag = true)]
     Helper(HelperArgs),
+    /// Every libvirt domain and LXC container with its real confinement: profile, loaded, mode, process label, namespace, rules, denials.
+    List(ListArgs),
+    /// One guest in detail: rules with their origins, files, cache, load time, process label, recent denials.
+    Status(StatusArgs),
 }
 
 /// `aa-virt helper`: everything after it goes to the helper's own parser.
@@ -85,6 +89,118 @@ pub struct HelperArgs {
     /// virt-aa-helper options, e.g. `-r -u libvirt-UUID -F FILE`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<std::ffi::OsString>,
+}
+
+/// Where `list` and `status` look for guests.
+#[derive(Debug, Args)]
+pub struct Targets {
+    /// libvirt URI to query (repeatable; queried concurrently). Without
+    /// --connect and --lxcpath: $LIBVIRT_DEFAULT_URI or qemu:///system (a
+    /// missing daemon is a note, not an error) and LXC's lxcpath.
+    #[arg(short = 'c', long = "connect", value_name = "URI")]
+    pub connect: Vec<String>,
+    /// LXC container directory (repeatable). Given alone, only LXC is listed.
+    #[arg(short = 'P', long = "lxcpath", value_name = "DIR")]
+    pub lxcpath: Vec<PathBuf>,
+    /// Read denials from this audit or kernel log instead of the default
+    /// (/var/log/audit/audit.log, else journalctl -k, else /var/log/kern.log).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_denials")]
+    pub log: Option<PathBuf>,
+    /// Do not read any log (the DENIALS column shows -).
+    #[arg(long)]
+    pub no_denials: bool,
+    /// Look for aa-virt's policy files and cache under DIR instead of /.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+impl Targets {
+    fn options(&self) -> crate::list::Options {
+        use crate::list::{LogChoice, Options};
+        let mut o = Options::system();
+        if !self.connect.is_empty() || !self.lxcpath.is_empty() {
+            o.uris = self.connect.clone();
+            o.default_uris = false;
+            o.lxcpaths = self.lxcpath.clone();
+        }
+        o.root = crate::apparmor::Root::from_env(SYSROOT_ENV);
+        o.layout = profile::Layout::under(&self.root);
+        o.log = match (&self.log, self.no_denials) {
+            (Some(f), _) => LogChoice::File(f.clone()),
+            (None, true) => LogChoice::Off,
+            (None, false) => LogChoice::Auto,
+        };
+        o
+    }
+}
+
+/// `aa-virt list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Where to look.
+    #[command(flatten)]
+    pub targets: Targets,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: crate::list::output::Format,
+    /// Same as --format json (schema: docs/list.schema.json).
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 3 when any running guest is not confined as expected, naming each on stderr.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// `aa-virt status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The guest: a domain or container name, or a domain UUID.
+    pub name: String,
+    /// Where to look.
+    #[command(flatten)]
+    pub targets: Targets,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn cmd_list(a: &ListArgs) -> Result<i32, CliError> {
+    use crate::list::output::{self, Format};
+    let report = crate::list::list(&a.targets.options())?;
+    let format = if a.json { Format::Json } else { a.format };
+    print!("{}", output::render(&report, format));
+    let mut code = EXIT_OK;
+    for s in report.errors() {
+        eprintln!("aa-virt: error: {}", s.error.as_deref().unwrap_or("?"));
+        code = EXIT_ERROR;
+    }
+    if a.check {
+        let mut bad = 0;
+        for g in report.unconfined() {
+            bad += 1;
+            eprintln!(
+                "aa-virt: not confined: {} ({}, {}): {}",
+                g.name,
+                g.kind,
+                g.source,
+                g.problems.join("; ")
+            );
+        }
+        if bad > 0 && code == EXIT_OK {
+            code = EXIT_NOT_CONFINED;
+        }
+    }
+    Ok(code)
+}
+
+fn cmd_status(a: &StatusArgs) -> Result<i32, CliError> {
+    let d = crate::list::status::status(&a.targets.options(), &a.name)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print!("{}", crate::list::status::text(&d));
+    }
+    Ok(EXIT_OK)
 }
 
 /// `aa-virt features`.
@@ -376,6 +492,8 @@ pub fn main() -> i32 {
         Command::Hook(a) => cmd_hook(a),
         Command::Install(a) => cmd_install(&cli.global, a, false),
         Command::Uninstall(a) => cmd_install(&cli.global, a, true),
+        Command::List(a) => cmd_list(a),
+        Command::Status(a) => cmd_status(a),
     };
     match res {
         Ok(code) => code,

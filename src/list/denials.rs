@@ -79,7 +79,8 @@ fn decode(v: &str) -> String {
     }
     let hex = v.len() >= 2
         && v.len() % 2 == 0
-        && v.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c));
+        && v.bytes()
+            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c));
     if hex {
         let bytes: Option<Vec<u8>> = (0..v.len())
             .step_by(2)

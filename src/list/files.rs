@@ -60,14 +60,12 @@ pub fn rules(text: &str) -> Vec<RuleLine> {
                     .collect()
             })
             .unwrap_or_default();
-        let pattern = rule
-            .strip_suffix(',')
-            .and_then(|r| {
-                let r = r.trim_start_matches("owner ").trim_start_matches("audit ");
-                // `"path" perms` — the pattern is the quoted head.
-                let end = closing_quote(r)?;
-                Pattern::parse_rendered(&r[..=end])
-            });
+        let pattern = rule.strip_suffix(',').and_then(|r| {
+            let r = r.trim_start_matches("owner ").trim_start_matches("audit ");
+            // `"path" perms` — the pattern is the quoted head.
+            let end = closing_quote(r)?;
+            Pattern::parse_rendered(&r[..=end])
+        });
         out.push(RuleLine {
             line: i + 1,
             rule: rule.to_string(),
@@ -107,7 +105,11 @@ pub fn count(text: &str) -> usize {
 pub fn origin_of<'a>(rules: &'a [RuleLine], path: &str) -> Option<&'a [String]> {
     rules
         .iter()
-        .find(|r| r.pattern.as_ref().is_some_and(|p| p.matches(path.as_bytes())))
+        .find(|r| {
+            r.pattern
+                .as_ref()
+                .is_some_and(|p| p.matches(path.as_bytes()))
+        })
         .map(|r| r.origins.as_slice())
 }
 

@@ -446,8 +446,9 @@ impl Ctx<'_> {
         }
         let dir = match path {
             "system" => self.opts.root.path().join("run/libvirt/qemu"),
-            "session" => PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?)
-                .join("libvirt/qemu/run"),
+            "session" => {
+                PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?).join("libvirt/qemu/run")
+            }
             _ => return None,
         };
         let text = std::fs::read_to_string(dir.join(format!("{name}.pid"))).ok()?;
@@ -458,13 +459,7 @@ impl Ctx<'_> {
         std::fs::read_to_string(path).ok().map(|t| files::count(&t))
     }
 
-    fn qemu(
-        &self,
-        uri: &str,
-        local: bool,
-        model: Option<&str>,
-        d: &DomainInfo,
-    ) -> GuestRow {
+    fn qemu(&self, uri: &str, local: bool, model: Option<&str>, d: &DomainInfo) -> GuestRow {
         let profile = format!("libvirt-{}", d.uuid.hyphenated());
         let files_name = format!("{profile}.files");
         let files_path = self.opts.layout.files_path(&profile);
@@ -495,7 +490,7 @@ impl Ctx<'_> {
             rules_file: rules.map(|_| files_path.display().to_string()),
             rules,
             denials: local
-                .then(|| self.summary.source.as_ref())
+                .then_some(self.summary.source.as_ref())
                 .flatten()
                 .map(|_| self.summary.denials_of(None, &profile)),
             confined: None,
@@ -519,9 +514,8 @@ impl Ctx<'_> {
                             g.label_source = Some("procfs");
                             g.label = Some(l.to_string());
                             g.label_mode = mode_str(l.mode.as_ref());
-                            g.label_ok = Some(
-                                l.same_profiles(&expected) && l.mode == Some(Mode::Enforce),
-                            );
+                            g.label_ok =
+                                Some(l.same_profiles(&expected) && l.mode == Some(Mode::Enforce));
                         }
                         Some(Err(e)) => g.problems.push(e.to_string()),
                         None => self.libvirt_label(&mut g, model, libvirt_label, &profile),
@@ -538,8 +532,7 @@ impl Ctx<'_> {
         }
         if g.active {
             if g.loaded == Some(false) {
-                g.problems
-                    .push(format!("profile {profile} is not loaded"));
+                g.problems.push(format!("profile {profile} is not loaded"));
             } else if g.mode.as_deref().is_some_and(|m| m != "enforce") {
                 g.problems.push(format!(
                     "profile {profile} is in {} mode",
@@ -549,7 +542,10 @@ impl Ctx<'_> {
             if g.label_ok == Some(false) {
                 g.problems.push(format!(
                     "runs as {}{}, expected {profile} (enforce)",
-                    g.label.as_deref().filter(|l| !l.is_empty()).unwrap_or("no label"),
+                    g.label
+                        .as_deref()
+                        .filter(|l| !l.is_empty())
+                        .unwrap_or("no label"),
                     g.label_mode
                         .as_deref()
                         .map(|m| format!(" ({m})"))
@@ -648,7 +644,9 @@ impl Ctx<'_> {
         if let Some(p) = &g.profile {
             let file = lxc_profile_file(&self.opts.layout, c, p, g.namespace.as_deref());
             g.rules = file.as_deref().and_then(|f| self.rules_of(f));
-            g.rules_file = file.filter(|_| g.rules.is_some()).map(|f| f.display().to_string());
+            g.rules_file = file
+                .filter(|_| g.rules.is_some())
+                .map(|f| f.display().to_string());
         }
         if let Some(_src) = &self.summary.source {
             let own = g
@@ -706,7 +704,8 @@ impl Ctx<'_> {
                 }
             }
             if let (Some(ns), Some(false)) = (&g.namespace, g.namespace_exists) {
-                g.problems.push(format!("policy namespace {ns} does not exist"));
+                g.problems
+                    .push(format!("policy namespace {ns} does not exist"));
             }
             if g.label_ok == Some(false) && expected.is_some() {
                 g.problems.push(format!(

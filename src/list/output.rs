@@ -72,11 +72,7 @@ fn columns(g: &Report, r: &GuestRow, wide: bool) -> Vec<String> {
     }
     c.push(cell(r.profile.as_deref().unwrap_or("")));
     c.push(yes_no(r.loaded, kernel_unknown));
-    c.push(
-        r.mode
-            .clone()
-            .unwrap_or_else(|| kernel_unknown.to_string()),
-    );
+    c.push(r.mode.clone().unwrap_or_else(|| kernel_unknown.to_string()));
     if wide {
         c.push(match (&r.label, &r.label_mode) {
             (Some(l), Some(m)) if !l.is_empty() => cell(&format!("{l} ({m})")),
@@ -150,7 +146,11 @@ pub fn notes(report: &Report) -> Vec<String> {
     if !report.apparmor.available {
         v.push(format!(
             "AppArmor not available: {} (LOADED, MODE, LABEL OK and NS are n/a)",
-            report.apparmor.reason.as_deref().unwrap_or("unknown reason")
+            report
+                .apparmor
+                .reason
+                .as_deref()
+                .unwrap_or("unknown reason")
         ));
     } else if let Some(r) = &report.apparmor.reason {
         v.push(r.clone());
@@ -173,7 +173,11 @@ pub fn notes(report: &Report) -> Vec<String> {
 pub fn json(report: &Report) -> String {
     // Serialising plain data cannot fail; fall back to a valid error object.
     serde_json::to_string_pretty(report).unwrap_or_else(|e| {
-        format!("{{\"schema_version\":{},\"error\":{:?}}}", super::SCHEMA_VERSION, e.to_string())
+        format!(
+            "{{\"schema_version\":{},\"error\":{:?}}}",
+            super::SCHEMA_VERSION,
+            e.to_string()
+        )
     }) + "\n"
 }
 

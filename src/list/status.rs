@@ -120,7 +120,12 @@ fn file_info(role: &'static str, p: PathBuf) -> FileInfo {
 fn pick(all: Vec<GuestRow>, name: &str, where_: &str) -> Result<GuestRow, ListError> {
     let mut hits: Vec<GuestRow> = all
         .into_iter()
-        .filter(|g| g.name == name || g.uuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(name)))
+        .filter(|g| {
+            g.name == name
+                || g.uuid
+                    .as_deref()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(name))
+        })
         .collect();
     match hits.len() {
         0 => Err(ListError::NotFound(name.to_string(), where_.to_string())),
@@ -142,8 +147,14 @@ fn rules_from_xml(uri: &str, name: &str) -> Result<Vec<RuleLine>, String> {
     let c = Conn::open(uri).map_err(|e| e.to_string())?;
     let xml = c.xml(name).map_err(|e| e.to_string());
     c.close().map_err(|e| e.to_string())?;
-    let guest = libvirt::parse(&xml?, &libvirt::ReadOptions { probe_chains: false })
-        .map_err(|e| e.to_string())?;
+    let guest = libvirt::parse(
+        &xml?,
+        &libvirt::ReadOptions {
+            probe_chains: false,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let set = crate::policy::derive(&guest).map_err(|e| e.to_string())?;
     Ok(set
         .rules()
@@ -193,7 +204,7 @@ pub fn status(opts: &Options, name: &str) -> Result<Detail, ListError> {
                     Ok(r) => {
                         rules = r;
                         rules_from = Some(
-                            "the domain XML, rendered now (not installed; backing chains not probed)"
+                            "domain XML, rendered now: not installed, backing chains not probed"
                                 .into(),
                         );
                     }
@@ -210,9 +221,9 @@ pub fn status(opts: &Options, name: &str) -> Result<Detail, ListError> {
             let ct = lxc::get(Path::new(&guest.source), &guest.name)
                 .ok()
                 .flatten();
-            let file = ct.as_ref().and_then(|c| {
-                super::lxc_profile_file(layout, c, p, guest.namespace.as_deref())
-            });
+            let file = ct
+                .as_ref()
+                .and_then(|c| super::lxc_profile_file(layout, c, p, guest.namespace.as_deref()));
             if let Some(c) = &ct {
                 files.push(file_info("config", c.config_file.clone()));
             }
@@ -233,6 +244,7 @@ pub fn status(opts: &Options, name: &str) -> Result<Detail, ListError> {
 
     // Cache: apparmor_parser -L DIR writes DIR/<features-hash>/<basename>.
     let mut cache = Vec::new();
+    sources.retain(|p| p.exists());
     let newest_src = sources.iter().filter_map(|p| mtime(p)).max();
     if let Some(base) = sources.first().and_then(|p| p.file_name()) {
         let mut cands = vec![layout.cache_dir.join(base)];
@@ -454,7 +466,11 @@ pub fn text(d: &Detail) -> String {
             "  {}  {}{}\n",
             c.path,
             c.mtime.map(fmt_time).unwrap_or_default(),
-            if c.fresh { "" } else { "  (older than the sources)" }
+            if c.fresh {
+                ""
+            } else {
+                "  (older than the sources)"
+            }
         ));
     }
     o.push_str(&format!(
