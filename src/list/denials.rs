@@ -150,8 +150,12 @@ pub fn parse_line(line: &str) -> Option<Record> {
         comm: None,
         info: None,
     };
-    for (k, v) in fields(&line[at..]) {
-        let v = decode(v);
+    for (k, raw) in fields(&line[at..]) {
+        if k == "pid" {
+            r.pid = raw.parse().ok();
+            continue;
+        }
+        let v = decode(raw);
         match k {
             "apparmor" => r.kind = v,
             "operation" => r.operation = Some(v),
@@ -164,7 +168,6 @@ pub fn parse_line(line: &str) -> Option<Record> {
             "requested_mask" => r.requested = Some(v),
             "denied_mask" => r.denied = Some(v),
             "class" => r.class = Some(v),
-            "pid" => r.pid = v.parse().ok(),
             "comm" => r.comm = Some(v),
             "info" => r.info = Some(v),
             _ => {}

@@ -745,3 +745,103 @@ pub fn lxc_profile_file(
     }
     cands.into_iter().find(|p| p.is_file())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apparmor::securityfs::FakeTree;
+    use crate::libvirt::conn::{DomainState, SecurityLabel};
+
+    const UUID: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+
+    fn dom(label: Option<SecurityLabel>) -> DomainInfo {
+        DomainInfo {
+            name: "vm1".into(),
+            uuid: UUID.parse().unwrap(),
+            id: Some(3),
+            state: DomainState::Running,
+            label: label.map(Ok),
+        }
+    }
+
+    fn assess(root: &Path, uri: &str, d: &DomainInfo, model: &str) -> GuestRow {
+        let opts = Options {
+            uris: vec![uri.into()],
+            default_uris: false,
+            lxcpaths: vec![],
+            root: Root::new(root),
+            layout: Layout::under(root),
+            log: LogChoice::Off,
+        };
+        let kernel = Kernel::read(&opts.root);
+        let summary = denials::Summary::default();
+        let present = HashSet::new();
+        let ctx = Ctx {
+            opts: &opts,
+            kernel: &kernel,
+            summary: &summary,
+            present: &present,
+        };
+        ctx.qemu(uri, conn::is_local_uri(uri), Some(model), d)
+    }
+
+    #[test]
+    fn qemu_label_from_procfs_via_the_pid_file() {
+        let d = tempfile::tempdir().unwrap();
+        let prof = format!("libvirt-{UUID}");
+        let mut t = FakeTree::new(d.path()).unwrap();
+        t.load(&prof, "enforce").unwrap();
+        let run = d.path().join("run/libvirt/qemu");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("vm1.pid"), "4242\n").unwrap();
+        // libvirt would say "fine" (it only checks the profile is loaded):
+        // the process is what counts.
+        let said = Some(SecurityLabel {
+            label: prof.clone(),
+            enforcing: true,
+        });
+        t.process(4242, &format!("{prof} (enforce)")).unwrap();
+        let g = assess(d.path(), "qemu:///system", &dom(said.clone()), "apparmor");
+        assert_eq!(g.pid, Some(4242));
+        assert_eq!(g.label_source, Some("procfs"));
+        assert_eq!((g.label_ok, g.confined), (Some(true), Some(true)), "{g:?}");
+
+        t.process(4242, "unconfined").unwrap();
+        let g = assess(d.path(), "qemu:///system", &dom(said.clone()), "apparmor");
+        assert_eq!((g.label_ok, g.confined), (Some(false), Some(false)));
+        assert!(
+            g.problems[0].contains("runs as unconfined"),
+            "{:?}",
+            g.problems
+        );
+
+        t.process(4242, &format!("{prof} (complain)")).unwrap();
+        let g = assess(d.path(), "qemu:///system", &dom(said.clone()), "apparmor");
+        assert_eq!(g.label_ok, Some(false));
+
+        // The pid file gone (the process exited): libvirt's word is used.
+        std::fs::remove_file(run.join("vm1.pid")).unwrap();
+        let g = assess(d.path(), "qemu:///system", &dom(said.clone()), "apparmor");
+        assert_eq!(g.label_source, Some("libvirt"));
+        assert_eq!(g.confined, Some(true));
+
+        // A remote host: libvirt's label decides, the local kernel does not.
+        let g = assess(d.path(), "qemu+ssh://far/system", &dom(said), "apparmor");
+        assert_eq!(
+            (g.label_source, g.loaded, g.mode.clone()),
+            (Some("libvirt"), Some(true), None)
+        );
+        assert_eq!(g.confined, Some(true));
+        let g = assess(
+            d.path(),
+            "qemu+ssh://far/system",
+            &dom(Some(SecurityLabel {
+                label: String::new(),
+                enforcing: false,
+            })),
+            "apparmor",
+        );
+        assert_eq!((g.loaded, g.confined), (Some(false), Some(false)));
+        assert!(g.problems.iter().any(|p| p.contains("is not loaded")));
+    }
+}

@@ -1,0 +1,261 @@
+//! `aa-virt list` / `status` with real LXC containers created by the test
+//! (`lxc-create -t busybox`, one started), read through liblxc. The kernel
+//! side is a fake securityfs/procfs tree (AA_VIRT_SYSROOT) holding the
+//! label of the container's REAL init pid, in the kernel's exact format.
+
+mod list_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aa_virt::apparmor::securityfs::{mangle, FakeTree};
+use list_common::*;
+use serde_json::Value;
+
+fn lxc(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} is required for this test (apt-get install lxc): {e}",
+                args[0]
+            )
+        })
+}
+
+/// Containers in a temporary lxcpath, stopped and destroyed on drop.
+struct Lxcpath {
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+}
+
+impl Lxcpath {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn create(&mut self, name: &str, label: Option<&str>) {
+        let p = self.path().to_str().unwrap().to_string();
+        let o = lxc(&["lxc-create", "-P", &p, "-t", "busybox", "-n", name]);
+        assert!(o.status.success(), "lxc-create {name}: {}", err(&o));
+        self.names.push(name.into());
+        // No bridge on test machines: no network.
+        let cfg = self.path().join(name).join("config");
+        let mut text: String = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("lxc.net.0.") && !l.starts_with("lxc.apparmor.profile"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str("lxc.net.0.type = empty\n");
+        if let Some(l) = label {
+            text.push_str(&format!("lxc.apparmor.profile = {l}\n"));
+        }
+        std::fs::write(&cfg, text).unwrap();
+    }
+
+    fn start(&self, name: &str) -> u32 {
+        let p = self.path().to_str().unwrap();
+        let o = lxc(&["lxc-start", "-P", p, "-n", name, "-d"]);
+        assert!(o.status.success(), "lxc-start {name}: {}", err(&o));
+        let o = lxc(&["lxc-info", "-P", p, "-n", name, "-p", "-H"]);
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .expect("init pid")
+    }
+}
+
+impl Drop for Lxcpath {
+    fn drop(&mut self) {
+        let p = self.path().to_str().unwrap().to_string();
+        for n in &self.names {
+            let _ = lxc(&["lxc-stop", "-P", &p, "-n", n, "-k"]);
+            let _ = lxc(&["lxc-destroy", "-P", &p, "-n", n]);
+        }
+    }
+}
+
+#[test]
+fn real_containers_stacked_labels_and_check() {
+    let mut lp = Lxcpath {
+        dir: tempfile::tempdir().unwrap(),
+        names: Vec::new(),
+    };
+    let lxcpath = lp.path().to_str().unwrap().to_string();
+    // aa-virt's naming: profile and namespace share one sanitized name.
+    let ns = format!("lxc-web_<{}>", lxcpath.replace('/', "-"));
+    let label = format!("{ns}//&:{ns}:");
+    lp.create("web", Some(&label));
+    lp.create("db", None);
+    let pid = lp.start("web");
+
+    let d = tempfile::tempdir().unwrap();
+    let sys = d.path().join("sys");
+    let mut t = FakeTree::new(&sys).unwrap();
+    t.load(&ns, "enforce")
+        .unwrap()
+        .load_in(&ns, "snap.hello.hello", "enforce")
+        .unwrap()
+        .process(pid, &format!("{ns}//&:{ns}:unconfined (enforce)"))
+        .unwrap();
+    // The profile aa-virt wrote for it, under the policy root.
+    let pol = d.path().join("pol");
+    let pfile: PathBuf = pol.join("etc/apparmor.d/aa-virt/lxc").join(mangle(&ns));
+    std::fs::create_dir_all(pfile.parent().unwrap()).unwrap();
+    std::fs::write(
+        &pfile,
+        format!("#include <tunables/global>\nprofile \"{ns}\" flags=(attach_disconnected,mediate_deleted) {{\n  file,\n  capability,\n  deny /proc/sysrq-trigger rwklx,\n  change_profile -> \":{ns}:*\",\n}}\n"),
+    )
+    .unwrap();
+    let log = d.path().join("kern.log");
+    std::fs::write(
+        &log,
+        format!("Nov 28 10:00:00 h kernel: [ 1.0] audit: type=1400 audit(1732800000.5:3): apparmor=\"DENIED\" operation=\"open\" namespace=\"root//{ns}\" profile=\"snap.hello.hello\" name=\"/etc/x\" pid={pid} comm=\"sh\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\n\
+                 Nov 28 10:00:01 h kernel: [ 2.0] audit: type=1400 audit(1732800001.5:4): apparmor=\"DENIED\" operation=\"open\" profile=\"{ns}\" name=\"/proc/sysrq-trigger\" pid={pid} comm=\"sh\" requested_mask=\"w\" denied_mask=\"w\" fsuid=0 ouid=0\n"),
+    )
+    .unwrap();
+    let opts = [
+        "-P",
+        &lxcpath,
+        "--root",
+        pol.to_str().unwrap(),
+        "--log",
+        log.to_str().unwrap(),
+    ];
+    let base: Vec<&str> = std::iter::once("list").chain(opts).collect();
+    let run = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend(extra);
+        aa_virt(&sys, &a)
+    };
+
+    let o = run(&["--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let v = check_schema(&out(&o));
+    assert_eq!(
+        v["sources"].as_array().unwrap().len(),
+        1,
+        "only LXC when only --lxcpath"
+    );
+    let web = guest(&v, "web");
+    assert_eq!(web["kind"], "lxc");
+    assert_eq!(web["state"], "running");
+    assert_eq!(web["pid"], pid);
+    assert_eq!(web["profile"], ns.as_str());
+    assert_eq!(web["expected_label"], format!("{ns}//&:{ns}:unconfined"));
+    assert_eq!(web["label"], format!("{ns}//&:{ns}:unconfined"));
+    assert_eq!(web["label_mode"], "enforce");
+    assert_eq!(web["label_source"], "procfs");
+    assert_eq!(web["label_ok"], true);
+    assert_eq!(web["loaded"], true);
+    assert_eq!(web["namespace"], ns.as_str());
+    assert_eq!(web["namespace_exists"], true);
+    assert_eq!(web["namespace_profiles"], 1);
+    assert_eq!(web["rules"], 4);
+    assert_eq!(web["denials"], 2);
+    assert_eq!(web["confined"], true, "{web}");
+    let db = guest(&v, "db");
+    assert_eq!(db["state"], "stopped");
+    assert_eq!(db["active"], false);
+    assert_eq!(db["confined"], Value::Null);
+    assert!(db["problems"]
+        .to_string()
+        .contains("not managed by aa-virt"));
+
+    let table = out(&run(&[]));
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        [
+            "web",
+            "lxc",
+            "running",
+            &ns[..],
+            "yes",
+            "enforce",
+            "yes",
+            "yes",
+            "(1)",
+            "4",
+            "2"
+        ]
+    );
+
+    // Everything running is confined: --check passes.
+    let o = run(&["--check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+
+    // A stack reported as mixed (the host profile in complain mode).
+    t.process(pid, &format!("{ns}//&:{ns}:snap (mixed)"))
+        .unwrap();
+    let o = run(&["--check", "--json"]);
+    assert_eq!(o.status.code(), Some(3));
+    let v = check_schema(&out(&o));
+    assert_eq!(guest(&v, "web")["label_ok"], false);
+    assert_eq!(guest(&v, "web")["label_mode"], "mixed");
+    assert!(err(&o).contains("not confined: web (lxc,"), "{}", err(&o));
+
+    // Init escaped to unconfined: flagged, and the namespace gone too.
+    t.process(pid, "unconfined").unwrap();
+    std::fs::remove_dir_all(
+        sys.join("sys/kernel/security/apparmor/policy/namespaces")
+            .join(&ns),
+    )
+    .unwrap();
+    let o = run(&["--check"]);
+    assert_eq!(o.status.code(), Some(3));
+    let e = err(&o);
+    assert!(
+        e.contains("runs as unconfined") && e.contains("does not exist"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("db"),
+        "a stopped container is never flagged: {e}"
+    );
+
+    // status: the profile's rules and the denial inside the namespace.
+    let status: Vec<&str> = ["status", "web"]
+        .into_iter()
+        .chain(opts)
+        .chain(["--json"])
+        .collect();
+    let o = aa_virt(&sys, &status);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let s: Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(s["rules"].as_array().unwrap().len(), 4);
+    assert_eq!(s["rules_from"], pfile.display().to_string());
+    assert_eq!(s["denials"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn real_containers_without_apparmor() {
+    let mut lp = Lxcpath {
+        dir: tempfile::tempdir().unwrap(),
+        names: Vec::new(),
+    };
+    lp.create("c1", Some("lxc-c1_<-x>//&:lxc-c1_<-x>:"));
+    let empty = tempfile::tempdir().unwrap();
+    let p = lp.path().to_str().unwrap().to_string();
+    let o = aa_virt(empty.path(), &["list", "-P", &p, "--json", "--no-denials"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let v = check_schema(&out(&o));
+    assert_eq!(v["apparmor"]["available"], false);
+    let c = guest(&v, "c1");
+    assert_eq!(
+        (c["state"].as_str(), c["loaded"].is_null()),
+        (Some("stopped"), true)
+    );
+    assert_eq!(c["namespace"], "lxc-c1_<-x>");
+    // Stopped: nothing to flag even without AppArmor.
+    let o = aa_virt(empty.path(), &["list", "-P", &p, "--check", "--no-denials"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(out(&o).contains("note: AppArmor not available"));
+}
