@@ -109,6 +109,7 @@ fn install_files(root: &Path, xml: &Path, name: &str, uuid: &str) -> usize {
         &x,
         &libvirt::ReadOptions {
             probe_chains: false,
+            ..Default::default()
         },
     )
     .unwrap();
