@@ -252,53 +252,30 @@ impl Pattern {
         let inner = text.strip_prefix('"')?.strip_suffix('"')?;
         let b = inner.as_bytes();
         let mut p = Pattern(Vec::new());
-        let mut lit = Vec::new();
-        let mut i = 0;
-        let flush = |p: &mut Pattern, lit: &mut Vec<u8>| {
-            if !lit.is_empty() {
-                p.0.push(Part::Lit(std::mem::take(lit)));
-            }
-        };
+        let (mut start, mut i) = (0, 0);
         while i < b.len() {
             match b[i] {
-                b'\\' => {
-                    let oct = b
-                        .get(i + 1..i + 4)
-                        .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-                    if let Some(d) = oct {
-                        let v = (d[0] - b'0') as u32 * 64
-                            + (d[1] - b'0') as u32 * 8
-                            + (d[2] - b'0') as u32;
-                        lit.push(u8::try_from(v).ok()?);
-                        i += 4;
-                    } else {
-                        lit.push(*b.get(i + 1)?);
-                        i += 2;
+                // Escapes are [`unescape`]'s business; skip the escaped byte.
+                b'\\' => i += 2,
+                b'*' | b'?' => {
+                    if start < i {
+                        p = p.lit(unescape(&inner[start..i])?);
                     }
+                    let g = match (b[i], b.get(i + 1)) {
+                        (b'*', Some(b'*')) => "**",
+                        (b'*', _) => "*",
+                        _ => "?",
+                    };
+                    p = p.glob(g);
+                    i += g.len();
+                    start = i;
                 }
-                b'*' if b.get(i + 1) == Some(&b'*') => {
-                    flush(&mut p, &mut lit);
-                    p.0.push(Part::Glob("**"));
-                    i += 2;
-                }
-                b'*' => {
-                    flush(&mut p, &mut lit);
-                    p.0.push(Part::Glob("*"));
-                    i += 1;
-                }
-                b'?' => {
-                    flush(&mut p, &mut lit);
-                    p.0.push(Part::Glob("?"));
-                    i += 1;
-                }
-                c if SPECIAL.contains(&c) => return None,
-                c => {
-                    lit.push(c);
-                    i += 1;
-                }
+                _ => i += 1,
             }
         }
-        flush(&mut p, &mut lit);
+        if start < b.len() {
+            p = p.lit(unescape(&inner[start..])?);
+        }
         Some(p)
     }
 
