@@ -54,7 +54,8 @@ pub struct Global {
 pub enum Command {
     /// Render a libvirt guest's profile from its domain XML (dry run).
     Profile(ProfileArgs),
-    /// The libvirt hook: `aa-virt hook qemu GUEST OP SUBOP EXTRA`, domain XML on stdin.
+    /// The libvirt hook: `aa-virt hook qemu GUEST OP SUBOP EXTRA`, domain XML on stdin;
+    /// LXC's hooks: `aa-virt hook lxc` (pre-start, start-host, post-stop).
     Hook(HookArgs),
     /// Install the libvirt hook, aa-virt's profile, abstractions, daemon overrides and config.
     Install(InstallArgs),
@@ -81,6 +82,8 @@ pub enum Command {
     List(ListArgs),
     /// One guest in detail: rules with their origins, files, cache, load time, process label, recent denials.
     Status(StatusArgs),
+    /// LXC containers: enable or disable confinement, show a container's profile.
+    Lxc(crate::lxc::cmd::LxcArgs),
 }
 
 /// `aa-virt helper`: everything after it goes to the helper's own parser.
@@ -236,7 +239,7 @@ fn cmd_features(a: &FeaturesArgs) -> Result<i32, CliError> {
 /// `aa-virt hook`.
 #[derive(Debug, Args)]
 pub struct HookArgs {
-    /// The hook object (libvirt's hook script name); only `qemu` is handled.
+    /// The hook object: libvirt's hook script name (`qemu`), or `lxc`.
     pub object: String,
     /// libvirt's arguments: GUEST OP SUBOP EXTRA.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -350,6 +353,10 @@ fn cmd_profile(g: &Global, a: &ProfileArgs) -> Result<i32, CliError> {
 
 fn cmd_hook(a: &HookArgs) -> Result<i32, CliError> {
     use crate::libvirt::hook::{Hook, Op};
+    // LXC: no XML on stdin; the container is named by LXC's environment.
+    if a.object == "lxc" {
+        return Ok(crate::lxc::cmd::run_hook(g.templates.as_deref(), &a.args));
+    }
     // Always drain stdin: libvirt writes the XML whatever the operation.
     let xml = read_input("-");
     let op = Op::parse(a.args.get(1).map(String::as_str).unwrap_or(""));
@@ -494,6 +501,7 @@ pub fn main() -> i32 {
         Command::Uninstall(a) => cmd_install(&cli.global, a, true),
         Command::List(a) => cmd_list(a),
         Command::Status(a) => cmd_status(a),
+        Command::Lxc(a) => crate::lxc::cmd::run_lxc(cli.global.templates.as_deref(), a),
     };
     match res {
         Ok(code) => code,

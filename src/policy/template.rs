@@ -32,6 +32,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "apparmor.d/local/daemon.aa-virt.hbs",
         include_str!("../../templates/apparmor.d/local/daemon.aa-virt.hbs"),
     ),
+    (
+        "lxc/container.hbs",
+        include_str!("../../templates/lxc/container.hbs"),
+    ),
 ];
 
 /// Abstractions aa-virt ships, relative to `/etc/apparmor.d`.

@@ -1,0 +1,254 @@
+//! The `aa-virt lxc ...` and `aa-virt hook lxc` commands (wired up in
+//! [`crate::cli`]).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::apparmor::{Parser, Root};
+use crate::cli::{CliError, EXIT_ERROR, EXIT_OK, SYSROOT_ENV};
+use crate::policy::Templates;
+
+use super::hook::{self, HookEnv, Settings};
+use super::{profile, EnableOptions, HookStyle, Layout, DEFAULT_LXCPATH};
+
+/// Environment: allow containers to start unconfined on a kernel without AppArmor.
+pub const ALLOW_UNCONFINED_ENV: &str = "AA_VIRT_ALLOW_UNCONFINED";
+/// Environment: allow containers to start without mount mediation.
+pub const ALLOW_INCOMPLETE_ENV: &str = "AA_VIRT_ALLOW_INCOMPLETE";
+/// Environment: a file that gets one line per hook run (tests, debugging).
+pub const HOOK_LOG_ENV: &str = "AA_VIRT_HOOK_LOG";
+
+/// `aa-virt lxc`.
+#[derive(Debug, Args)]
+pub struct LxcArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: LxcCommand,
+}
+
+/// `aa-virt lxc` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LxcCommand {
+    /// Confine a container: add aa-virt's hooks and stacked label to its config.
+    Enable(EnableArgs),
+    /// Undo `enable`: restore the container's config as it was.
+    Disable(DisableArgs),
+    /// Print the profile a container gets at its next start (dry run).
+    Profile(ProfileArgs),
+}
+
+/// `aa-virt lxc enable`.
+#[derive(Debug, Args)]
+pub struct EnableArgs {
+    /// The container.
+    pub name: String,
+    /// The container's lxcpath.
+    #[arg(long, short = 'P', default_value = DEFAULT_LXCPATH, value_name = "DIR")]
+    pub lxcpath: PathBuf,
+    /// Let the container run containers (lxc.apparmor.allow_nesting = 1).
+    #[arg(long)]
+    pub nesting: bool,
+    /// Append the AppArmor rules in FILE (stored as lxc.apparmor.raw lines).
+    #[arg(long, value_name = "FILE")]
+    pub raw: Option<PathBuf>,
+    /// Replace a label the container already has.
+    #[arg(long)]
+    pub force: bool,
+    /// Include this hook snippet (default: the installed one, if any).
+    #[arg(long, value_name = "FILE", conflicts_with = "inline")]
+    pub snippet: Option<PathBuf>,
+    /// Write the hooks into the config, running this aa-virt binary.
+    #[arg(long)]
+    pub inline: bool,
+}
+
+/// `aa-virt lxc disable`.
+#[derive(Debug, Args)]
+pub struct DisableArgs {
+    /// The container.
+    pub name: String,
+    /// The container's lxcpath.
+    #[arg(long, short = 'P', default_value = DEFAULT_LXCPATH, value_name = "DIR")]
+    pub lxcpath: PathBuf,
+}
+
+/// `aa-virt lxc profile`.
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// The container.
+    pub name: String,
+    /// The container's lxcpath.
+    #[arg(long, short = 'P', default_value = DEFAULT_LXCPATH, value_name = "DIR")]
+    pub lxcpath: PathBuf,
+    /// Compile the result with apparmor_parser (nothing is loaded).
+    #[arg(long)]
+    pub check: bool,
+}
+
+fn templates(dir: Option<&std::path::Path>) -> Result<Templates, CliError> {
+    Ok(Templates::load(dir)?)
+}
+
+/// Run `aa-virt lxc ...`.
+pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i32, CliError> {
+    let root = Root::from_env(SYSROOT_ENV);
+    match &a.command {
+        LxcCommand::Enable(e) => {
+            let raw = match &e.raw {
+                Some(f) => profile::read_raw_file(f)?,
+                None => Vec::new(),
+            };
+            let hooks = match (&e.snippet, e.inline) {
+                (Some(s), _) => HookStyle::Include(s.clone()),
+                (None, true) => {
+                    let exe = std::env::current_exe()?;
+                    HookStyle::Inline(format!(
+                        "{} hook lxc",
+                        super::config::shell_quote(&exe.display().to_string())
+                    ))
+                }
+                (None, false) => HookStyle::default_for_host(),
+            };
+            let opts = EnableOptions {
+                lxcpath: e.lxcpath.clone(),
+                nesting: e.nesting,
+                raw,
+                force: e.force,
+                hooks,
+            };
+            let r = super::enable(
+                &e.name,
+                &opts,
+                &root,
+                &templates(templates_dir)?,
+                &Parser::new(),
+            )?;
+            for w in &r.warnings {
+                eprintln!("aa-virt: warning: {w}");
+            }
+            println!(
+                "{}: {} (profile {}, namespace {})",
+                e.name,
+                if r.changed {
+                    "enabled"
+                } else {
+                    "already enabled"
+                },
+                r.names.profile,
+                r.names.namespace
+            );
+            Ok(EXIT_OK)
+        }
+        LxcCommand::Disable(d) => {
+            let r = super::disable(&d.name, &d.lxcpath, &root, &Layout::from_env())?;
+            for w in &r.warnings {
+                eprintln!("aa-virt: warning: {w}");
+            }
+            println!(
+                "{}: {}",
+                d.name,
+                if r.changed {
+                    "disabled"
+                } else {
+                    "was not enabled"
+                }
+            );
+            Ok(EXIT_OK)
+        }
+        LxcCommand::Profile(p) => {
+            let ct = super::Container::open(&p.name, &p.lxcpath)?;
+            let mode = match ct.label().and_then(|e| ct.names().mode_of(&e.value)) {
+                Some(m) => m,
+                None => crate::apparmor::ContainerMode::Stacked,
+            };
+            let parser = Parser::new();
+            let r = profile::render(
+                &ct,
+                mode,
+                &templates(templates_dir)?,
+                super::probe_options(&parser),
+            )?;
+            if p.check {
+                r.check(&p.name, &parser)?;
+                eprintln!(
+                    "aa-virt: {} ({}) compiles with apparmor_parser",
+                    r.names.profile, p.name
+                );
+            }
+            print!("{}", r.text);
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| matches!(v.as_str(), "1" | "yes" | "true"))
+}
+
+fn hook_log(env: Option<&HookEnv>, line: &str) {
+    let Some(path) = std::env::var_os(HOOK_LOG_ENV).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let (t, n) = env
+        .map(|e| (e.hook_type.as_str(), e.name.as_str()))
+        .unwrap_or(("?", "?"));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{t} {n} {line}");
+    }
+}
+
+/// Run `aa-virt hook lxc [NAME lxc HOOKTYPE ...]`. Failures are printed on
+/// standard output too, since LXC logs only that.
+pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32 {
+    let fail = |env: Option<&HookEnv>, msg: String| {
+        println!("aa-virt: error: {msg}");
+        eprintln!("aa-virt: error: {msg}");
+        hook_log(env, &format!("error: {msg}"));
+        EXIT_ERROR
+    };
+    let env = match HookEnv::from_process(args) {
+        Ok(e) => e,
+        Err(e) => return fail(None, e.to_string()),
+    };
+    let templates = match Templates::load(templates_dir) {
+        Ok(t) => t,
+        Err(e) => {
+            return fail(
+                Some(&env),
+                format!("{} hook for container {}: {e}", env.hook_type, env.name),
+            )
+        }
+    };
+    let settings = Settings {
+        root: Root::from_env(SYSROOT_ENV),
+        layout: Layout::from_env(),
+        parser: Parser::new(),
+        allow_unconfined: env_flag(ALLOW_UNCONFINED_ENV),
+        allow_incomplete: env_flag(ALLOW_INCOMPLETE_ENV),
+        settle: Duration::from_secs(10),
+    };
+    match hook::run(&env, &settings, &templates) {
+        Ok(out) => {
+            if let hook::Outcome::Unconfined(why) = &out {
+                eprintln!(
+                    "aa-virt: warning: container {} runs unconfined: {why}",
+                    env.name
+                );
+            }
+            println!(
+                "aa-virt: {} hook for container {}: {out}",
+                env.hook_type, env.name
+            );
+            hook_log(Some(&env), &format!("ok: {out}"));
+            EXIT_OK
+        }
+        Err(e) => fail(Some(&env), format!("{} hook: {e}", env.hook_type)),
+    }
+}

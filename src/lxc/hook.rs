@@ -1,0 +1,408 @@
+//! `aa-virt hook lxc`: the pre-start, start-host and post-stop hooks.
+//!
+//! LXC runs a hook as `sh -c "exec <hook>"`. With `lxc.hook.version = 1`
+//! the hook type is in `LXC_HOOK_TYPE`; with version 0 it is the third
+//! argument (`NAME lxc HOOKTYPE`). `LXC_NAME` and `LXC_CONFIG_FILE` are
+//! always set, `LXC_PID` from start-host on. A non-zero exit aborts the
+//! start. LXC logs a hook's standard output (at DEBUG) but not its standard
+//! error, so the CLI prints failures on both.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::apparmor::label::{process_label, processes_where};
+use crate::apparmor::{ContainerMode, Features, Parser, Root};
+use crate::policy::Templates;
+use crate::store::{self, Txn};
+
+use super::profile::{self, Container};
+use super::{probe_options, Layout, LxcError};
+
+/// What LXC told the hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookEnv {
+    /// `pre-start`, `start-host`, `post-stop`, ...
+    pub hook_type: String,
+    /// The container.
+    pub name: String,
+    /// Its config file.
+    pub config: PathBuf,
+    /// init's pid (start-host and later).
+    pub pid: Option<u32>,
+}
+
+impl HookEnv {
+    /// From the environment `get` (LXC's variables) and the arguments after
+    /// `hook lxc` (the version-0 form `NAME lxc HOOKTYPE [...]`).
+    pub fn new(get: impl Fn(&str) -> Option<String>, args: &[String]) -> Result<HookEnv, LxcError> {
+        let hook_type = get("LXC_HOOK_TYPE")
+            .filter(|s| !s.is_empty())
+            .or_else(|| args.get(2).cloned())
+            .ok_or_else(|| {
+                LxcError::Hook("no hook type: LXC_HOOK_TYPE is not set and there are no `NAME lxc HOOKTYPE` arguments (is this run by LXC?)".into())
+            })?;
+        let name = get("LXC_NAME")
+            .filter(|s| !s.is_empty())
+            .or_else(|| args.first().cloned())
+            .ok_or_else(|| LxcError::Hook("LXC_NAME is not set".into()))?;
+        let config = get("LXC_CONFIG_FILE")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                LxcError::Hook(format!("container {name}: LXC_CONFIG_FILE is not set"))
+            })?;
+        let pid = match get("LXC_PID").filter(|s| !s.is_empty()) {
+            Some(p) => Some(p.parse().map_err(|_| {
+                LxcError::Hook(format!("container {name}: LXC_PID {p:?} is not a pid"))
+            })?),
+            None => None,
+        };
+        Ok(HookEnv {
+            hook_type,
+            name,
+            config,
+            pid,
+        })
+    }
+
+    /// From the process environment.
+    pub fn from_process(args: &[String]) -> Result<HookEnv, LxcError> {
+        HookEnv::new(|k| std::env::var(k).ok(), args)
+    }
+}
+
+/// How the hooks behave.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the kernel interfaces are.
+    pub root: Root,
+    /// Where aa-virt's files are.
+    pub layout: Layout,
+    /// The parser.
+    pub parser: Parser,
+    /// Start the container unconfined when the kernel has no AppArmor.
+    pub allow_unconfined: bool,
+    /// Start without mount mediation.
+    pub allow_incomplete: bool,
+    /// How long post-stop waits for the container's tasks to go.
+    pub settle: Duration,
+}
+
+/// What a hook run did, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// pre-start loaded the profile (and made the namespace).
+    Loaded {
+        /// The label init will get.
+        label: String,
+        /// The profile file changed.
+        changed: bool,
+        /// The namespace was made by this run.
+        namespace_created: bool,
+    },
+    /// start-host found init under the expected label.
+    Verified(String),
+    /// post-stop cleaned up.
+    Cleaned {
+        /// The namespace was removed by this run.
+        namespace_removed: bool,
+        /// The profile was unloaded by this run.
+        unloaded: bool,
+    },
+    /// The kernel has no AppArmor and unconfined is allowed.
+    Unconfined(String),
+    /// A hook type aa-virt has nothing to do for.
+    Ignored,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Loaded {
+                label,
+                changed,
+                namespace_created,
+            } => write!(
+                f,
+                "loaded {label} (profile {}, namespace {})",
+                if *changed { "written" } else { "unchanged" },
+                if *namespace_created {
+                    "created"
+                } else {
+                    "existed"
+                }
+            ),
+            Outcome::Verified(l) => write!(f, "init runs as {l}"),
+            Outcome::Cleaned {
+                namespace_removed,
+                unloaded,
+            } => write!(
+                f,
+                "cleaned up (namespace {}, profile {})",
+                if *namespace_removed {
+                    "removed"
+                } else {
+                    "already gone"
+                },
+                if *unloaded { "unloaded" } else { "not loaded" }
+            ),
+            Outcome::Unconfined(why) => write!(f, "running unconfined as allowed: {why}"),
+            Outcome::Ignored => f.write_str("nothing to do"),
+        }
+    }
+}
+
+/// The container's configured label, checked to be aa-virt's; gives the mode.
+fn configured(ct: &Container) -> Result<ContainerMode, LxcError> {
+    let names = ct.names();
+    let got = ct
+        .label()
+        .map(|e| e.value.clone())
+        .unwrap_or_else(|| "(not set)".into());
+    names.mode_of(&got).ok_or_else(|| LxcError::NotEnabled {
+        container: ct.name.clone(),
+        got,
+        want: names.label(ContainerMode::Stacked),
+        config: ct.config.display().to_string(),
+    })
+}
+
+/// Decide whether the host can confine the container in `mode`; `Ok(None)`
+/// means: no AppArmor, and running unconfined is allowed.
+fn host_check(
+    ct: &Container,
+    mode: ContainerMode,
+    s: &Settings,
+) -> Result<Option<String>, LxcError> {
+    let f = Features::kernel(&s.root);
+    match f.container_mode(s.allow_incomplete) {
+        Err(msg) if !f.available && s.allow_unconfined => Ok(Some(msg)),
+        Err(msg) => Err(LxcError::Kernel {
+            container: ct.name.clone(),
+            message: if f.available {
+                msg
+            } else {
+                format!("{msg}; container would run unconfined, so aa-virt fails its start (set AA_VIRT_ALLOW_UNCONFINED=1 to allow unconfined containers)")
+            },
+        }),
+        Ok(m) if m != mode => Err(LxcError::Kernel {
+            container: ct.name.clone(),
+            message: format!(
+                "the config asks for a {} label but this host needs a {} one ({}); run `aa-virt lxc enable {}` again",
+                if mode == ContainerMode::Stacked { "stacked" } else { "plain" },
+                if m == ContainerMode::Stacked { "stacked" } else { "plain" },
+                if m == ContainerMode::Plain { "it is itself a stacked container" } else { "it can stack" },
+                ct.name
+            ),
+        }),
+        Ok(_) => Ok(None),
+    }
+}
+
+/// Run one hook.
+pub fn run(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<Outcome, LxcError> {
+    match env.hook_type.as_str() {
+        "pre-start" => pre_start(env, s, templates),
+        "start-host" => start_host(env, s),
+        "post-stop" => post_stop(env, s),
+        other => {
+            tracing::debug!("container {}: hook {other}: nothing to do", env.name);
+            Ok(Outcome::Ignored)
+        }
+    }
+}
+
+fn pre_start(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<Outcome, LxcError> {
+    let ct = Container::from_config_file(&env.name, &env.config)?;
+    let mode = configured(&ct)?;
+    if let Some(why) = host_check(&ct, mode, s)? {
+        return Ok(Outcome::Unconfined(why));
+    }
+    let names = ct.names();
+    let rendered = profile::render(&ct, mode, templates, probe_options(&s.parser))?;
+    let _lock = store::lock(&s.layout.lock_dir, &names.profile)?;
+    store::sweep_temp(&s.layout.profile_dir);
+    std::fs::create_dir_all(&s.layout.cache_dir).map_err(|source| LxcError::Io {
+        op: "create cache directory",
+        path: s.layout.cache_dir.clone(),
+        source,
+    })?;
+    let path = s.layout.profile_path(&names);
+    let mut txn = Txn::new();
+    let changed = txn.write_if_changed(&path, rendered.text.as_bytes(), 0o644)?;
+    let namespace_created = match mode {
+        ContainerMode::Stacked => s.root.create_namespace(&names.namespace)?,
+        ContainerMode::Plain => false,
+    };
+    let loaded = crate::apparmor::kernel::profile_mode(&s.root.apparmor_dir(), &names.profile)
+        .ok()
+        .flatten()
+        .is_some();
+    if changed || !loaded {
+        if let Err(source) = s.layout.parser(&s.parser).replace(&path) {
+            if namespace_created {
+                if let Err(e) = s.root.remove_namespace(&names.namespace) {
+                    tracing::error!(
+                        "container {}: removing namespace after a failed load: {e}",
+                        ct.name
+                    );
+                }
+            }
+            // Dropping the transaction restores the previous file (or
+            // removes the new one); the kernel keeps the previous policy.
+            drop(txn);
+            return Err(LxcError::Parser {
+                container: ct.name.clone(),
+                source,
+            });
+        }
+    }
+    txn.commit();
+    Ok(Outcome::Loaded {
+        label: names.label(mode),
+        changed,
+        namespace_created,
+    })
+}
+
+fn start_host(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
+    let ct = Container::from_config_file(&env.name, &env.config)?;
+    let mode = configured(&ct)?;
+    if let Some(why) = host_check(&ct, mode, s)? {
+        return Ok(Outcome::Unconfined(why));
+    }
+    let pid = env.pid.ok_or_else(|| {
+        LxcError::Hook(format!("container {}: start-host without LXC_PID", ct.name))
+    })?;
+    let names = ct.names();
+    let want = names.expected_current(mode);
+    let label = process_label(&s.root, pid)?;
+    let got = match &label.mode {
+        Some(m) => format!("{label} ({m})"),
+        None => label.to_string(),
+    };
+    if want.contains(&got) {
+        Ok(Outcome::Verified(got))
+    } else {
+        Err(LxcError::LabelMismatch {
+            container: ct.name.clone(),
+            pid,
+            got,
+            want: want[0].clone(),
+        })
+    }
+}
+
+fn post_stop(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
+    let ct = Container::from_config_file(&env.name, &env.config)?;
+    let names = ct.names();
+    if !s.root.kernel_status().is_available() {
+        tracing::debug!(
+            "container {}: AppArmor not available, nothing to clean",
+            ct.name
+        );
+        return Ok(Outcome::Cleaned {
+            namespace_removed: false,
+            unloaded: false,
+        });
+    }
+    // Unloading a profile that tasks still use would move them to the
+    // namespace's unconfined: wait until the container's tasks are gone.
+    let users = || {
+        processes_where(&s.root, |l| {
+            l.own_profiles().any(|p| p == names.profile)
+                || l.namespaces().any(|n| n == names.namespace)
+        })
+    };
+    let start = Instant::now();
+    let mut left = users();
+    while !left.is_empty() && start.elapsed() < s.settle {
+        std::thread::sleep(Duration::from_millis(100));
+        left = users();
+    }
+    if !left.is_empty() {
+        return Err(LxcError::StillRunning {
+            container: ct.name.clone(),
+            profile: names.profile.clone(),
+            pids: left.into_iter().map(|(p, _)| p).collect(),
+        });
+    }
+    let _lock = store::lock(&s.layout.lock_dir, &names.profile)?;
+    let namespace_removed = s.root.remove_namespace(&names.namespace)?;
+    let unloaded = crate::apparmor::kernel::remove_profile(&s.root.apparmor_dir(), &names.profile)
+        .map_err(|source| LxcError::Io {
+            op: "unload profile through",
+            path: s.root.apparmor_dir().join(".remove"),
+            source,
+        })?;
+    Ok(Outcome::Cleaned {
+        namespace_removed,
+        unloaded,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(a, _)| *a == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn version_1_environment() {
+        let e = HookEnv::new(
+            env(&[
+                ("LXC_HOOK_TYPE", "start-host"),
+                ("LXC_NAME", "c1"),
+                ("LXC_CONFIG_FILE", "/var/lib/lxc/c1/config"),
+                ("LXC_PID", "42"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(e.hook_type, "start-host");
+        assert_eq!(e.pid, Some(42));
+    }
+
+    #[test]
+    fn version_0_arguments() {
+        let args: Vec<String> = ["c1", "lxc", "post-stop"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let e = HookEnv::new(env(&[("LXC_CONFIG_FILE", "/x/c1/config")]), &args).unwrap();
+        assert_eq!((e.hook_type.as_str(), e.name.as_str()), ("post-stop", "c1"));
+        assert_eq!(e.pid, None);
+    }
+
+    #[test]
+    fn missing_variables_are_clear() {
+        let e = HookEnv::new(env(&[]), &[]).unwrap_err().to_string();
+        assert!(e.contains("LXC_HOOK_TYPE"), "{e}");
+        let e = HookEnv::new(
+            env(&[("LXC_HOOK_TYPE", "pre-start"), ("LXC_NAME", "c1")]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("LXC_CONFIG_FILE"), "{e}");
+        let e = HookEnv::new(
+            env(&[
+                ("LXC_HOOK_TYPE", "start-host"),
+                ("LXC_NAME", "c1"),
+                ("LXC_CONFIG_FILE", "/c"),
+                ("LXC_PID", "x"),
+            ]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a pid"), "{e}");
+    }
+}

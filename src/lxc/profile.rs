@@ -1,0 +1,426 @@
+//! A container as aa-virt sees it (from its LXC config), and its profile:
+//! rendered from `templates/lxc/container.hbs`, checked with the real
+//! parser.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::apparmor::{ContainerMode, Parser};
+use crate::guest::{
+    display_bytes, display_path, path_from_bytes, Access, Guest, GuestKind, Resource, Scope,
+};
+use crate::policy::paths::resolve;
+use crate::policy::rules::{push_resource, vet};
+use crate::policy::{check_path, RuleError, RuleSet, Templates};
+
+use super::config::{self, Entry};
+use super::naming::Names;
+use super::LxcError;
+
+/// The template, relative to the templates directory.
+pub const TEMPLATE: &str = "lxc/container.hbs";
+
+/// A container: its name, where it lives and its effective configuration.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// The container's name.
+    pub name: String,
+    /// Its lxcpath, canonical.
+    pub lxcpath: PathBuf,
+    /// Its config file (`<lxcpath>/<name>/config`).
+    pub config: PathBuf,
+    /// Every assignment, includes followed.
+    pub entries: Vec<Entry>,
+}
+
+impl Container {
+    /// The container `name` in `lxcpath`; its config must exist.
+    pub fn open(name: &str, lxcpath: &Path) -> Result<Container, LxcError> {
+        super::check_container_name(name)?;
+        let lxcpath = lxcpath
+            .canonicalize()
+            .map_err(|source| LxcError::NoLxcpath {
+                path: lxcpath.to_path_buf(),
+                source,
+            })?;
+        let config = lxcpath.join(name).join("config");
+        if !config.is_file() {
+            return Err(LxcError::NoContainer {
+                name: name.to_string(),
+                config,
+            });
+        }
+        let entries = config::read_entries(&config)?;
+        Ok(Container {
+            name: name.to_string(),
+            lxcpath,
+            config,
+            entries,
+        })
+    }
+
+    /// The container a hook runs for: `LXC_CONFIG_FILE` is
+    /// `<lxcpath>/<name>/config`.
+    pub fn from_config_file(name: &str, config: &Path) -> Result<Container, LxcError> {
+        let lxcpath =
+            config
+                .parent()
+                .and_then(Path::parent)
+                .ok_or_else(|| LxcError::NoContainer {
+                    name: name.to_string(),
+                    config: config.to_path_buf(),
+                })?;
+        Container::open(name, lxcpath)
+    }
+
+    /// Re-read the entries from `text` (the config as it will be written).
+    pub fn with_text(&self, text: &str) -> Result<Container, LxcError> {
+        Ok(Container {
+            entries: config::entries_of(text, &self.config)?,
+            ..self.clone()
+        })
+    }
+
+    /// The container's AppArmor names.
+    pub fn names(&self) -> Names {
+        Names::derive(&self.name, &self.lxcpath)
+    }
+
+    /// The effective `lxc.apparmor.profile`.
+    pub fn label(&self) -> Option<&Entry> {
+        config::last(&self.entries, "lxc.apparmor.profile")
+    }
+
+    /// `lxc.apparmor.allow_nesting = 1` in effect.
+    pub fn nesting(&self) -> bool {
+        config::last(&self.entries, "lxc.apparmor.allow_nesting").is_some_and(|e| e.value == "1")
+    }
+
+    /// No `lxc.idmap`: container root is host root.
+    pub fn privileged(&self) -> bool {
+        config::all(&self.entries, "lxc.idmap").next().is_none()
+    }
+
+    /// The `lxc.apparmor.raw` lines, checked to be one printable line each.
+    pub fn raw(&self) -> Result<Vec<String>, LxcError> {
+        config::all(&self.entries, "lxc.apparmor.raw")
+            .map(|e| {
+                check_raw(&e.value).map_err(|why| LxcError::BadRaw {
+                    container: self.name.clone(),
+                    at: e.at(),
+                    why,
+                })?;
+                Ok(e.value.clone())
+            })
+            .collect()
+    }
+
+    /// The container as a [`Guest`]: every bind mount's host source
+    /// (`lxc.mount.entry` with `bind`/`rbind`) as a resource, read-only
+    /// when the entry says `ro`.
+    pub fn guest(&self) -> Guest {
+        let mut g = Guest::new(GuestKind::Lxc, self.name.clone());
+        g.driver = "lxc".into();
+        for e in config::all(&self.entries, "lxc.mount.entry") {
+            let f: Vec<&str> = e.value.split_whitespace().collect();
+            if f.len() < 4 {
+                g.skip(
+                    format!("lxc.mount.entry at {}", e.at()),
+                    "fewer than 4 fields",
+                );
+                continue;
+            }
+            let opts: Vec<&str> = f[3].split(',').collect();
+            if !opts.iter().any(|o| *o == "bind" || *o == "rbind") {
+                continue;
+            }
+            let src = path_from_bytes(unescape_fstab(f[0]));
+            let origin = format!(
+                "lxc.mount.entry at {} ({} -> {})",
+                e.at(),
+                display_path(&src),
+                display_bytes(&unescape_fstab(f[1]))
+            );
+            if opts.contains(&"optional") && !src.exists() {
+                g.skip(origin, "optional and absent");
+                continue;
+            }
+            let access = if opts.contains(&"ro") {
+                Access::R
+            } else {
+                Access::RWL.union(Access::RK)
+            };
+            let scope = if src.is_file() {
+                Scope::File
+            } else {
+                Scope::Tree
+            };
+            g.add(Resource {
+                path: src,
+                access,
+                scope,
+                origin,
+            });
+        }
+        g
+    }
+}
+
+/// fstab-style octal escapes (`\040` for a space) in a mount entry field.
+fn unescape_fstab(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
+            if v <= 255 {
+                out.push(v as u8);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// A raw rule must be one line of printable text.
+fn check_raw(s: &str) -> Result<(), String> {
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(format!("contains control character {c:?}"));
+    }
+    Ok(())
+}
+
+/// Read raw rules from a file for `lxc enable --raw`: every line that is
+/// not blank and not a comment (`#include` lines are kept; they are
+/// directives).
+pub fn read_raw_file(path: &Path) -> Result<Vec<String>, LxcError> {
+    let text = config::read_text(path)?;
+    let mut v = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.is_empty() || (t.starts_with('#') && !t.starts_with("#include")) {
+            continue;
+        }
+        check_raw(t).map_err(|why| LxcError::BadRaw {
+            container: String::new(),
+            at: format!("{}:{}", path.display(), i + 1),
+            why,
+        })?;
+        v.push(t.to_string());
+    }
+    Ok(v)
+}
+
+/// Rules for a guest's bind sources. Writable binds are vetted against the
+/// restricted host locations (a container must not get the host's `/etc`
+/// or AppArmor state writable); read-only binds of system directories
+/// (`/lib`, `/usr/lib`: LXC's busybox template does this) only need a path
+/// that resolves.
+pub fn bind_rules(guest: &Guest) -> Result<RuleSet, RuleError> {
+    let mut set = RuleSet::default();
+    for r in &guest.resources {
+        let resolved = if r.access.writes() {
+            vet(&guest.name, r)?
+        } else {
+            check_path(std::os::unix::ffi::OsStrExt::as_bytes(r.path.as_os_str())).map_err(
+                |source| RuleError::BadPath {
+                    guest: guest.name.clone(),
+                    origin: r.origin.clone(),
+                    source,
+                },
+            )?;
+            resolve(&r.path).map_err(|source| RuleError::Resolve {
+                guest: guest.name.clone(),
+                origin: r.origin.clone(),
+                source,
+            })?
+        };
+        push_resource(&mut set, &resolved, r);
+    }
+    Ok(set)
+}
+
+/// What the template needs to know beyond the container.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RenderOptions {
+    /// The parser accepts `userns,`.
+    pub userns: bool,
+    /// The parser accepts the `nosymfollow` mount option.
+    pub nosymfollow: bool,
+    /// Render in complain mode.
+    pub complain: bool,
+}
+
+/// A rendered container profile.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The names.
+    pub names: Names,
+    /// Stacked or plain.
+    pub mode: ContainerMode,
+    /// The profile text.
+    pub text: String,
+    /// The bind-source rules, with their origins.
+    pub rules: RuleSet,
+}
+
+#[derive(Serialize)]
+struct RuleLine {
+    line: String,
+    origin: String,
+}
+
+#[derive(Serialize)]
+struct Ctx {
+    name: String,
+    lxcpath: String,
+    profile: String,
+    namespace: String,
+    stacked: bool,
+    nesting: bool,
+    privileged: bool,
+    userns: bool,
+    complain: bool,
+    remount_options: Vec<String>,
+    binds: Vec<RuleLine>,
+    raw: Vec<String>,
+}
+
+/// Option sets for read-only bind remounts: `ro,remount,bind` with any
+/// subset of `nodev,nosuid,noexec` (and `nosymfollow` when the parser has
+/// it) and one of no atime flag, `noatime`, `strictatime`.
+pub fn remount_options(nosymfollow: bool) -> Vec<String> {
+    let mut flags = vec!["nodev", "nosuid", "noexec"];
+    if nosymfollow {
+        flags.push("nosymfollow");
+    }
+    let mut v = Vec::new();
+    for mask in 0..(1u32 << flags.len()) {
+        for atime in ["", "noatime", "strictatime"] {
+            let mut o = vec!["ro", "remount", "bind"];
+            o.extend(
+                flags
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, f)| *f),
+            );
+            if !atime.is_empty() {
+                o.push(atime);
+            }
+            v.push(o.join(", "));
+        }
+    }
+    v
+}
+
+/// Render a container's profile.
+pub fn render(
+    ct: &Container,
+    mode: ContainerMode,
+    templates: &Templates,
+    opts: RenderOptions,
+) -> Result<Rendered, LxcError> {
+    let names = ct.names();
+    let guest = ct.guest();
+    let rules = bind_rules(&guest)?;
+    let ctx = Ctx {
+        name: display_bytes(ct.name.as_bytes()),
+        lxcpath: display_path(&ct.lxcpath),
+        profile: names.profile.clone(),
+        namespace: names.namespace.clone(),
+        stacked: mode == ContainerMode::Stacked,
+        nesting: ct.nesting(),
+        privileged: ct.privileged(),
+        userns: opts.userns,
+        complain: opts.complain,
+        remount_options: remount_options(opts.nosymfollow),
+        binds: rules
+            .rules()
+            .iter()
+            .map(|r| RuleLine {
+                line: r.render(),
+                origin: display_bytes(r.origins.join("; ").as_bytes()),
+            })
+            .collect(),
+        raw: ct.raw()?,
+    };
+    let text = templates.render_with(TEMPLATE, &ctx)?;
+    Ok(Rendered {
+        names,
+        mode,
+        text,
+        rules,
+    })
+}
+
+impl Rendered {
+    /// Compile the profile with the real parser without loading it.
+    pub fn check(&self, container: &str, parser: &Parser) -> Result<(), LxcError> {
+        let dir = crate::libvirt::profile::tempdir().map_err(|source| LxcError::Io {
+            op: "create scratch directory",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let file = dir.join(self.names.file_name());
+        let res = std::fs::write(&file, &self.text)
+            .map_err(|source| LxcError::Io {
+                op: "write",
+                path: file.clone(),
+                source,
+            })
+            .and_then(|()| {
+                parser.check(&file).map_err(|source| LxcError::Parser {
+                    container: container.to_string(),
+                    source,
+                })
+            });
+        let _ = std::fs::remove_dir_all(&dir);
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fstab_escapes() {
+        assert_eq!(unescape_fstab(r"/srv/a\040b"), b"/srv/a b");
+        assert_eq!(unescape_fstab(r"/x\09"), b"/x\\09");
+    }
+
+    #[test]
+    fn remount_sets() {
+        let v = remount_options(false);
+        assert_eq!(v.len(), 24);
+        assert_eq!(v[0], "ro, remount, bind");
+        assert!(v.contains(&"ro, remount, bind, nodev, nosuid, noexec, strictatime".to_string()));
+        assert_eq!(remount_options(true).len(), 48);
+    }
+
+    #[test]
+    fn raw_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("raw");
+        std::fs::write(
+            &p,
+            "# comment\n\n  deny /srv/x rw,\n#include <abstractions/base>\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_raw_file(&p).unwrap(),
+            ["deny /srv/x rw,", "#include <abstractions/base>"]
+        );
+    }
+}
