@@ -1,11 +1,11 @@
 //! The kernel's AppArmor state in securityfs: loaded profiles and their
 //! modes, policy namespaces and the caller's namespace view (read side), and
 //! the few writes aa-virt makes there (make and remove a policy namespace,
-//! unload a profile by name).
+//! unload: see [`super::kernel::remove_profile`]).
 //!
 //! Kernel facts the write side relies on: `mkdir policy/namespaces/NAME`
 //! makes a namespace (EEXIST when it is there); `rmdir` removes it together
-//! with every profile in it; writing a profile name to `.remove` unloads it.
+//! with every profile in it.
 //!
 //! Everything is read below a [`Root`], which is `/` on a real system and a
 //! directory tree in tests (the files there mirror the kernel's formats
@@ -385,36 +385,6 @@ impl Root {
         }
     }
 
-    /// Unload profile `name` from the caller's namespace by writing its name
-    /// to `.remove` in one `write()`. Returns false when it was not loaded.
-    pub fn remove_profile(&self, name: &str) -> Result<bool, SecurityfsError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        if self.profile_dir(name)?.is_none() {
-            return Ok(false);
-        }
-        let path = self.apparmor_dir().join(".remove");
-        let err = |source| SecurityfsError::Write {
-            op: "unload profile through",
-            path: path.clone(),
-            source,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(err)?;
-        match f.write(name.as_bytes()) {
-            Ok(n) if n == name.len() => Ok(true),
-            Ok(n) => Err(err(std::io::Error::other(format!(
-                "short write ({n} of {} bytes)",
-                name.len()
-            )))),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(err(e)),
-        }
-    }
-
     /// Is AppArmor in this kernel, and is securityfs mounted?
     pub fn kernel_status(&self) -> KernelStatus {
         status_at(&self.root)
@@ -771,8 +741,6 @@ mod tests {
         assert!(r.remove_namespace("lxc-a").unwrap());
         assert!(!r.remove_namespace("lxc-a").unwrap());
         assert!(r.create_namespace("a/b").is_err());
-        // Unloading a profile that is not loaded is not an error.
-        assert!(!r.remove_profile("absent").unwrap());
     }
 
     #[test]
