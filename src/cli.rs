@@ -351,7 +351,7 @@ fn cmd_profile(g: &Global, a: &ProfileArgs) -> Result<i32, CliError> {
     Ok(EXIT_OK)
 }
 
-fn cmd_hook(a: &HookArgs) -> Result<i32, CliError> {
+fn cmd_hook(g: &Global, a: &HookArgs) -> Result<i32, CliError> {
     use crate::libvirt::hook::{Hook, Op};
     // LXC: no XML on stdin; the container is named by LXC's environment.
     if a.object == "lxc" {
@@ -496,7 +496,7 @@ pub fn main() -> i32 {
         Command::GenDocs { dir } => cmd_gen_docs(dir),
         Command::Features(a) => cmd_features(a),
         Command::Helper(a) => return libvirt::helper::main("aa-virt helper", a.args.clone()),
-        Command::Hook(a) => cmd_hook(a),
+        Command::Hook(a) => cmd_hook(&cli.global, a),
         Command::Install(a) => cmd_install(&cli.global, a, false),
         Command::Uninstall(a) => cmd_install(&cli.global, a, true),
         Command::List(a) => cmd_list(a),
