@@ -38,7 +38,7 @@ itest-image:
 docs: build
 	rm -rf target/docs
 	target/release/aa-virt gen-docs target/docs >/dev/null
-	gzip -9n target/docs/man/*.1
+	gzip -9n target/docs/man/*.1 target/docs/man/*.5
 
 # The Debian package (cargo-deb; `cargo install cargo-deb` once).
 deb: docs

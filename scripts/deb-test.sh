@@ -28,6 +28,7 @@ check test -x /etc/libvirt/hooks/qemu.d/aa-virt -o ! -e libvirt-hooks/qemu
 check test -f /etc/apparmor.d/abstractions/aa-virt-qemu
 check man -w aa-virt
 check man -w aa-virt-profile
+check man -w 5 aa-virt.toml
 check test -f /usr/share/bash-completion/completions/aa-virt
 check test -f /usr/share/zsh/vendor-completions/_aa-virt
 check test -f /usr/share/fish/vendor_completions.d/aa-virt.fish

@@ -115,12 +115,37 @@ fn walk(cmd: &clap::Command, name: &str, out: &Path, pages: &mut Vec<PathBuf>) -
     Ok(())
 }
 
+/// The configuration file's page, written by hand: `# SECTION` lines
+/// start sections, the rest follows the [`EXTRA`] text rules.
+const CONFIG_PAGE: &str = include_str!("../docs/man/aa-virt.toml.5.txt");
+
+fn config_page(out: &Path) -> io::Result<PathBuf> {
+    let mut roff = Roff::new();
+    roff.control(
+        "TH",
+        [
+            "AA-VIRT.TOML",
+            "5",
+            "",
+            &format!("aa-virt {}", env!("CARGO_PKG_VERSION")),
+        ],
+    );
+    for part in CONFIG_PAGE.split("# ").filter(|p| !p.trim().is_empty()) {
+        let (title, body) = part.split_once('\n').unwrap_or((part, ""));
+        section(&mut roff, title.trim(), body);
+    }
+    let path = out.join("aa-virt.toml.5");
+    std::fs::write(&path, roff.render())?;
+    Ok(path)
+}
+
 /// Write every man page into `out`; returns the files written.
 pub fn write_man_pages(out: &Path) -> io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out)?;
     let cmd = crate::cli::Cli::command();
     let mut pages = Vec::new();
     walk(&cmd, "aa-virt", out, &mut pages)?;
+    pages.push(config_page(out)?);
     Ok(pages)
 }
 
@@ -160,6 +185,21 @@ mod tests {
         assert!(pages.iter().any(|p| p.ends_with("aa-virt-profile.1")));
         let prof = std::fs::read_to_string(d.path().join("aa-virt-profile.1")).unwrap();
         assert!(prof.contains("files\\-only"), "{prof}");
+        let conf = std::fs::read_to_string(d.path().join("aa-virt.toml.5")).unwrap();
+        // Every key the shipped default configuration mentions is documented.
+        let keys: Vec<&str> = crate::config::DEFAULT_TEXT
+            .lines()
+            .map(|l| l.trim_start_matches(['#', ' ']))
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
+            .filter(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect();
+        assert!(keys.len() >= 7, "{keys:?}");
+        for key in keys {
+            assert!(
+                conf.contains(&format!("{key} =")),
+                "aa-virt.toml(5) does not document {key}"
+            );
+        }
         let c = write_completions(d.path()).unwrap();
         assert_eq!(c.len(), 3);
     }
