@@ -17,6 +17,7 @@ demo: build
 
 test: deps
 	$(CARGO) test --all-targets -- --test-threads=2
+	scripts/libvirt-suite.sh target/debug/aa-virt
 
 lint:
 	$(CARGO) fmt --check

@@ -87,11 +87,11 @@ ln -s "$(readlink -f "$bin")" "$run/virt-aa-helper"
 
 # The suite makes a stray fifo relative to the current directory, so each
 # run gets its own. -d makes it print every case ("pass" or "FAIL: ...").
-runsuite() { # NAME HELPER [ENV=VALUE...]
+runsuite() { # NAME HELPER [ENV=VALUE...]; $hostdev set: with test_hostdev
     name=$1 helper=$2; shift 2
     mkdir -p "$run/$name"
     # Through a pipe: the suite reopens /dev/stdout, which truncates a file.
-    { (cd "$run/$name" && env "$@" sh "$suite" -d "$helper") 2>&1 &&
+    { (cd "$run/$name" && env "$@" sh "$suite" $hostdev -d "$helper") 2>&1 &&
         echo 0 >"$run/$name.rc" || echo $? >"$run/$name.rc"; } | cat >"$run/$name.out"
     # One line per case: number, verdict, title.
     # A failed case repeats its title line right after "FAIL: exited with".
@@ -111,7 +111,19 @@ runsuite() { # NAME HELPER [ENV=VALUE...]
 # Where aa-virt differs from the reference on purpose, with the reason.
 # The only one: guest names with [ ] { } ? ^ , " * are escaped, not refused
 # (AA_VIRT_HELPER_STRICT_NAMES=1 restores the refusal, checked below).
-intended() { case "$1" in "-c with invalid domain name char "[!/]) return 0 ;; esac; return 1; }
+# With test_hostdev, the suite's USB device 002/004 and PCI device
+# 0000:00:19.0 are reported as absent (exit 1) when the host does not have
+# them, where the reference silently drops the USB device and grants every
+# IOMMU group for the PCI one.
+intended() {
+    case "$1" in
+    "-c with invalid domain name char "[!/]) return 0 ;;
+    "create hostdev (USB)")
+        [ ! -e /dev/bus/usb/002/004 ] ;;
+    "create hostdev (PCI)") [ ! -e /sys/bus/pci/devices/0000:00:19.0 ] ;;
+    *) return 1 ;;
+    esac
+}
 
 compare() { # NAME STRICT: every case the reference passes must pass here
     fail=0
@@ -120,7 +132,7 @@ compare() { # NAME STRICT: every case the reference passes must pass here
         [ "$refv" = pass ] || continue
         if [ "$verdict" != pass ]; then
             if [ "$2" = lenient ] && intended "$title"; then
-                echo "  intended difference: case $n: $title (the name is escaped, not refused)"
+                echo "  intended difference: case $n: $title"
             else
                 echo "  REGRESSION: case $n: $title (the reference passes it)"
                 fail=1
@@ -130,14 +142,23 @@ compare() { # NAME STRICT: every case the reference passes must pass here
     return $fail
 }
 
+hostdev=
 echo "libvirt $version tests/virt-aa-helper-test, case by case:"
 echo "  reference $ref: $(runsuite ref "$ref")"
-echo "  aa-virt (AA_VIRT_HELPER_STRICT_NAMES=1): $(runsuite strict "$run/virt-aa-helper" AA_VIRT_HELPER_STRICT_NAMES=1)"
-echo "  aa-virt (default): $(runsuite ours "$run/virt-aa-helper" AA_VIRT_HELPER_STRICT_NAMES=0)"
 [ "$(wc -l <"$run/ref.cases")" -gt 50 ] || { cat "$run/ref.out"; die "the reference run did not produce the expected cases"; }
+echo "  aa-virt, AA_VIRT_HELPER_STRICT_NAMES=1: $(runsuite strict "$run/virt-aa-helper" AA_VIRT_HELPER_STRICT_NAMES=1)"
+echo "  aa-virt, default: $(runsuite ours "$run/virt-aa-helper" AA_VIRT_HELPER_STRICT_NAMES=0)"
 rc=0
 compare strict strict || rc=1
 compare ours lenient || rc=1
+ref_cases=$run/ref.cases
+hostdev=test_hostdev
+echo "with test_hostdev:"
+echo "  reference $ref: $(runsuite ref_hd "$ref")"
+echo "  aa-virt, default: $(runsuite ours_hd "$run/virt-aa-helper" AA_VIRT_HELPER_STRICT_NAMES=0)"
+cp "$run/ref_hd.cases" "$run/ref.cases"
+compare ours_hd lenient || rc=1
+cp "$ref_cases" "$run/ref.cases" 2>/dev/null || true
 if [ "$rc" -ne 0 ]; then
     echo "--- aa-virt transcript ---"
     cat "$run/strict.out"

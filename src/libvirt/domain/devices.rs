@@ -110,6 +110,16 @@ impl Reader<'_> {
                 Access::RW,
                 format!("{origin} (server socket)"),
             ),
+            // Legacy ivshmem without a server: QEMU maps /dev/shm/NAME; libvirt's
+            // own helper grants the default server socket, so grant both.
+            ("ivshmem", None) => {
+                self.file(format!("/dev/shm/{name}"), Access::RW, origin.clone());
+                self.file(
+                    format!("/var/lib/libvirt/shmem-{name}-sock"),
+                    Access::RW,
+                    format!("{origin} (server socket)"),
+                );
+            }
             _ => self.file(format!("/dev/shm/{name}"), Access::RW, origin),
         }
     }
