@@ -7,14 +7,15 @@
 # The libvirt source matching the installed libvirt-daemon is fetched with
 # `apt-get source` (a deb-src entry is derived from the host's existing apt
 # sources when there is none) and cached, unpacked, under $LIBVIRT_SRC_CACHE
-# (default /var/cache/aa-virt/libvirt-src), so reruns are quick. Nothing from
+# (default /var/cache/aa-virt-test/libvirt-src: not under aa-virt's own
+# /var/cache/aa-virt, which uninstalling aa-virt may purge), so reruns are quick. Nothing from
 # libvirt is ever copied into this repository.
 #
 # Exit status: 0 when aa-virt passes every case the reference passes and
 # fails none; 1 otherwise; 2 when the suite cannot be set up.
 set -eu
 
-cache=${LIBVIRT_SRC_CACHE:-/var/cache/aa-virt/libvirt-src}
+cache=${LIBVIRT_SRC_CACHE:-/var/cache/aa-virt-test/libvirt-src}
 ref=${VIRT_AA_HELPER_REF:-/usr/lib/libvirt/virt-aa-helper}
 fetch_only=
 if [ "${1:-}" = --fetch-only ]; then fetch_only=1; shift; fi
@@ -67,8 +68,10 @@ if [ ! -f "$suite" ]; then
     apt-get update -qq >&2 || die "apt-get update failed"
     mkdir -p "$cache"
     work=$(mktemp -d "$cache/.fetch.XXXXXX")
-    (cd "$work" && apt-get source -qq "libvirt=$version" >&2) ||
-        { rm -rf "$work"; die "apt-get source libvirt=$version failed"; }
+    echo "libvirt-suite: fetching the libvirt $version source (apt-get source)" >&2
+    (cd "$work" && apt-get source -qq "libvirt=$version" >"$work.log" 2>&1) ||
+        { cat "$work.log" >&2; rm -rf "$work" "$work.log"; die "apt-get source libvirt=$version failed"; }
+    rm -f "$work.log"
     dir=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'libvirt-*' | head -n1)
     [ -n "$dir" ] && [ -f "$dir/tests/virt-aa-helper-test" ] ||
         { rm -rf "$work"; die "the unpacked source has no tests/virt-aa-helper-test"; }

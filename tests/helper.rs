@@ -459,14 +459,14 @@ fn names_with_special_characters_are_escaped_unless_strict() {
     let o = h.ok(&["-d", "-c", "-u", NAME], Some(&x));
     assert_eq!(
         dry_rules(&o)[0],
-        r#"  "/var/log/libvirt/**/vm\[1\]\*\{a\,b\}\?\^\"q\".log" w,"#
+        r#"  "/var/log/libvirt/**/vm\[1\]\*\{a\,b\}\?\^\042q\042.log" w,"#
     );
     // Real mode: written, loaded, and the result compiles.
     h.ok(&["-c", "-u", NAME], Some(&x));
     h.compiles();
     assert!(h
         .files()
-        .contains(r#"  "/run/libvirt/**/vm\[1\]\*\{a\,b\}\?\^\"q\".pid" rwk,"#));
+        .contains(r#"  "/run/libvirt/**/vm\[1\]\*\{a\,b\}\?\^\042q\042.pid" rwk,"#));
     // The reference's refusal, on request.
     let mut c = h.cmd(&h.bin.path().join("virt-aa-helper"));
     c.env("AA_VIRT_HELPER_STRICT_NAMES", "1");
