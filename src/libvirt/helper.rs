@@ -33,7 +33,7 @@ use super::profile::{self, Installed, Layout, ProfileError, Removed, Rendered};
 use super::{DomainError, ReadOptions};
 use crate::apparmor::{kernel, KernelStatus, Parser, ParserError};
 use crate::guest::{display_path, Access, Guest, Resource};
-use crate::policy::{self, rules, RuleError, RuleSet, TemplateError, Templates};
+use crate::policy::{rules, RuleError, RuleSet, TemplateError, Templates};
 use crate::store::{self, StoreError};
 
 /// First line of a `.files` written by aa-virt (from `templates/libvirt/files.hbs`).
@@ -535,50 +535,10 @@ fn regenerate(
     )?))
 }
 
-/// One rule line of a generated `.files`.
-struct FileRule {
-    /// Index of the line.
-    line: usize,
-    /// The quoted path's text, without quotes.
-    text: String,
-    /// The exact bytes it matches, when it is not a glob.
-    exact: Option<Vec<u8>>,
-    /// What it grants.
-    access: Access,
-}
-
-/// Read the rule lines (`  "PATH" PERMS,  # origin`) of a generated `.files`.
-fn read_rules(lines: &[String]) -> Vec<FileRule> {
-    lines
-        .iter()
-        .enumerate()
-        .filter_map(|(i, l)| {
-            let s = l.trim_start().strip_prefix('"')?;
-            // The closing quote is the first one not escaped.
-            let mut end = None;
-            let mut esc = false;
-            for (j, c) in s.char_indices() {
-                match c {
-                    _ if esc => esc = false,
-                    '\\' => esc = true,
-                    '"' => {
-                        end = Some(j);
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            let end = end?;
-            let text = &s[..end];
-            let perms = s[end + 1..].trim_start().split(',').next()?.trim();
-            Some(FileRule {
-                line: i,
-                text: text.to_string(),
-                exact: policy::unescape(text),
-                access: Access::parse(perms)?,
-            })
-        })
-        .collect()
+/// The access a read-back rule line (`"path" perms,`) grants.
+fn line_access(rule: &crate::list::files::RuleLine) -> Option<Access> {
+    let perms = rule.rule.strip_suffix(',')?.rsplit_once(' ')?.1;
+    Access::parse(perms)
 }
 
 /// `-r -F FILE`: add one file to the current rules, without re-reading the
@@ -658,27 +618,26 @@ fn append_file(
         return regenerate(ctx, &g, name, Mode::Replace, false, out);
     };
     let mut lines: Vec<String> = current.lines().map(str::to_string).collect();
-    let have = read_rules(&lines);
+    let have = crate::list::files::rules(&current);
     let mut changed = false;
     for w in want.rules() {
-        let exact = w.pattern.exact_bytes();
-        let rendered = w.pattern.render();
-        let text = &rendered[1..rendered.len() - 1];
-        let found = have.iter().find(|h| match (&exact, &h.exact) {
-            (Some(a), Some(b)) => a == b,
-            _ => h.text == text,
-        });
+        let found = have
+            .iter()
+            .filter(|h| h.pattern.as_ref() == Some(&w.pattern))
+            .find_map(|h| Some((h, line_access(h)?)));
         match found {
-            Some(h) if h.access.covers(w.access) => {}
-            Some(h) => {
-                let access = h.access.union(w.access);
-                let l = &lines[h.line];
-                let comment = l.split_once("  #").map(|(_, c)| c).unwrap_or("");
-                let mut new = format!("  \"{}\" {access},", h.text);
-                if !comment.is_empty() {
-                    new.push_str(&format!("  #{comment}; {EXTRA_ORIGIN}"));
-                }
-                lines[h.line] = new;
+            Some((_, access)) if access.covers(w.access) => {}
+            Some((h, access)) => {
+                // Widen the rule in place: one rule per path, and no deny
+                // rule anywhere that could outweigh it.
+                let mut origins = h.origins.clone();
+                origins.push(EXTRA_ORIGIN.to_string());
+                let access = access.union(w.access);
+                lines[h.line - 1] = format!(
+                    "  {} {access},  # {}",
+                    w.pattern.render(),
+                    origins.join("; ")
+                );
                 changed = true;
             }
             None => {
