@@ -50,6 +50,7 @@ complete() { [ -f "$1/root.ext4" ] && [ -f "$1/vmlinuz" ] && [ -f "$1/initrd.img
 
 if complete "$dest"; then
     log "cached image $dest"
+    touch "$dest" 2>/dev/null || true   # last use, for pruning
     echo "$dest" >&3
     exit 0
 fi
@@ -88,6 +89,7 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP   # so that cleanup runs when interrupted
 
 t0=$(date +%s)
 log "debootstrap $SUITE from $mirror into $rootfs"
@@ -175,10 +177,14 @@ mv -T "$tmp" "$dest"
 trap - EXIT
 log "built $dest in $((t4 - t0)) s (kernel $kver)"
 
-# Old images (other builder versions): keep the newest few, they are ~1 GB.
+# Old images (other builder versions, e.g. other branches) are ~1 GB each:
+# keep the most recently used few, and never one used in the last hour (a
+# concurrent run may be about to boot it).
 keep_n=${AA_VIRT_ITEST_CACHE_KEEP:-2}
 ls -1dt "$cache_root"/*/ 2>/dev/null | tail -n +"$((keep_n + 1))" | while read -r old; do
-    log "pruning old image ${old%/}"
-    rm -rf --one-file-system "${old%/}"
+    old=${old%/}
+    [ -n "$(find "$old" -maxdepth 0 -mmin -60)" ] && continue
+    log "pruning old image $old"
+    rm -rf --one-file-system "$old"
 done
 echo "$dest" >&3

@@ -11,6 +11,7 @@
 #   AA_VIRT_ITEST_MEM        guest RAM in MiB (default 2048)
 #   AA_VIRT_ITEST_SMP        guest vCPUs (default: host cores, at most 2)
 #   AA_VIRT_ITEST_ONLY       ERE: run only matching cases
+#   AA_VIRT_ITEST_CASE_TIMEOUT  per-case limit inside the guest (s, default 900)
 #   AA_VIRT_ITEST_KEEP=1     keep the work dir (share, logs) even on success
 #   AA_VIRT_ITEST_DEBUG=1    interactive: serial console on this terminal,
 #                            guest stays up after the suite (root, no password;
@@ -56,13 +57,15 @@ cp -a "$here/suite" "$share/suite"
 for d in templates libvirt-hooks lxc-hooks; do
     [ -d "$repo/$d" ] && cp -a "$repo/$d" "$share/$d"
 done
-if [ -n "${AA_VIRT_ITEST_ONLY:-}" ]; then
-    printf 'AA_ITEST_ONLY=%q\n' "$AA_VIRT_ITEST_ONLY" > "$share/suite/env"
-fi
+{
+    [ -n "${AA_VIRT_ITEST_ONLY:-}" ] && printf 'AA_ITEST_ONLY=%q\n' "$AA_VIRT_ITEST_ONLY"
+    [ -n "${AA_VIRT_ITEST_CASE_TIMEOUT:-}" ] && printf 'AA_ITEST_CASE_TIMEOUT=%q\n' "$AA_VIRT_ITEST_CASE_TIMEOUT"
+    true
+} > "$share/suite/env"
 
 # 4. Boot. snapshot=on keeps the cached image pristine; cache=unsafe because
 # the guest's writes are thrown away anyway.
-append="console=ttyS0 root=/dev/vda rw rootfstype=ext4 apparmor=1 security=apparmor panic=-1 quiet"
+append="console=ttyS0 root=/dev/vda rw rootfstype=ext4 apparmor=1 security=apparmor panic=-1 quiet systemd.show_status=1"
 qemu=(qemu-system-x86_64 -accel tcg -m "$mem" -smp "$smp" -nodefaults -no-user-config
       -display none -no-reboot
       -kernel "$img/vmlinuz" -initrd "$img/initrd.img"
