@@ -112,9 +112,10 @@ pub struct Targets {
     /// Do not read any log (the DENIALS column shows -).
     #[arg(long)]
     pub no_denials: bool,
-    /// Look for aa-virt's policy files and cache under DIR instead of /.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
+    /// Look for aa-virt's policy files and cache under DIR instead of /
+    /// (default: $AA_VIRT_ROOT, else /).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 impl Targets {
@@ -127,7 +128,13 @@ impl Targets {
             o.lxcpaths = self.lxcpath.clone();
         }
         o.root = crate::apparmor::Root::from_env(SYSROOT_ENV);
-        o.layout = profile::Layout::under(&self.root);
+        let root = self.root.clone().unwrap_or_else(|| {
+            std::env::var_os(crate::lxc::ROOT_ENV)
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from("/"), PathBuf::from)
+        });
+        o.layout = profile::Layout::under(&root);
+        o.lxc_layout = crate::lxc::Layout::under(&root);
         o.log = match (&self.log, self.no_denials) {
             (Some(f), _) => LogChoice::File(f.clone()),
             (None, true) => LogChoice::Off,

@@ -8,7 +8,9 @@ mod list_common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aa_virt::apparmor::securityfs::{mangle, FakeTree};
+use aa_virt::apparmor::securityfs::FakeTree;
+use aa_virt::apparmor::ContainerMode;
+use aa_virt::lxc::naming::Names;
 use list_common::*;
 use serde_json::Value;
 
@@ -84,9 +86,11 @@ fn real_containers_stacked_labels_and_check() {
         names: Vec::new(),
     };
     let lxcpath = lp.path().to_str().unwrap().to_string();
-    // aa-virt's naming: profile and namespace share one sanitized name.
-    let ns = format!("lxc-web_<{}>", lxcpath.replace('/', "-"));
-    let label = format!("{ns}//&:{ns}:");
+    // aa-virt's own naming and label (what `aa-virt lxc enable` writes).
+    let names = Names::derive("web", &std::fs::canonicalize(lp.path()).unwrap());
+    let (prof, ns) = (names.profile.clone(), names.namespace.clone());
+    let label = names.label(ContainerMode::Stacked);
+    assert_eq!(label, format!("{prof}//&:{ns}:"));
     lp.create("web", Some(&label));
     lp.create("db", None);
     let pid = lp.start("web");
@@ -94,26 +98,26 @@ fn real_containers_stacked_labels_and_check() {
     let d = tempfile::tempdir().unwrap();
     let sys = d.path().join("sys");
     let mut t = FakeTree::new(&sys).unwrap();
-    t.load(&ns, "enforce")
+    t.load(&prof, "enforce")
         .unwrap()
         .load_in(&ns, "snap.hello.hello", "enforce")
         .unwrap()
-        .process(pid, &format!("{ns}//&:{ns}:unconfined (enforce)"))
+        .process(pid, &format!("{prof}//&:{ns}:unconfined (enforce)"))
         .unwrap();
     // The profile aa-virt wrote for it, under the policy root.
     let pol = d.path().join("pol");
-    let pfile: PathBuf = pol.join("etc/apparmor.d/aa-virt/lxc").join(mangle(&ns));
+    let pfile: PathBuf = aa_virt::lxc::Layout::under(&pol).profile_path(&names);
     std::fs::create_dir_all(pfile.parent().unwrap()).unwrap();
     std::fs::write(
         &pfile,
-        format!("#include <tunables/global>\nprofile \"{ns}\" flags=(attach_disconnected,mediate_deleted) {{\n  file,\n  capability,\n  deny /proc/sysrq-trigger rwklx,\n  change_profile -> \":{ns}:*\",\n}}\n"),
+        format!("#include <tunables/global>\nprofile \"{prof}\" flags=(attach_disconnected,mediate_deleted) {{\n  file,\n  capability,\n  deny /proc/sysrq-trigger rwklx,\n  change_profile -> \":{ns}:*\",\n}}\n"),
     )
     .unwrap();
     let log = d.path().join("kern.log");
     std::fs::write(
         &log,
         format!("Nov 28 10:00:00 h kernel: [ 1.0] audit: type=1400 audit(1732800000.5:3): apparmor=\"DENIED\" operation=\"open\" namespace=\"root//{ns}\" profile=\"snap.hello.hello\" name=\"/etc/x\" pid={pid} comm=\"sh\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\n\
-                 Nov 28 10:00:01 h kernel: [ 2.0] audit: type=1400 audit(1732800001.5:4): apparmor=\"DENIED\" operation=\"open\" profile=\"{ns}\" name=\"/proc/sysrq-trigger\" pid={pid} comm=\"sh\" requested_mask=\"w\" denied_mask=\"w\" fsuid=0 ouid=0\n"),
+                 Nov 28 10:00:01 h kernel: [ 2.0] audit: type=1400 audit(1732800001.5:4): apparmor=\"DENIED\" operation=\"open\" profile=\"{prof}\" name=\"/proc/sysrq-trigger\" pid={pid} comm=\"sh\" requested_mask=\"w\" denied_mask=\"w\" fsuid=0 ouid=0\n"),
     )
     .unwrap();
     let opts = [
@@ -143,9 +147,9 @@ fn real_containers_stacked_labels_and_check() {
     assert_eq!(web["kind"], "lxc");
     assert_eq!(web["state"], "running");
     assert_eq!(web["pid"], pid);
-    assert_eq!(web["profile"], ns.as_str());
-    assert_eq!(web["expected_label"], format!("{ns}//&:{ns}:unconfined"));
-    assert_eq!(web["label"], format!("{ns}//&:{ns}:unconfined"));
+    assert_eq!(web["profile"], prof.as_str());
+    assert_eq!(web["expected_label"], format!("{prof}//&:{ns}:unconfined"));
+    assert_eq!(web["label"], format!("{prof}//&:{ns}:unconfined"));
     assert_eq!(web["label_mode"], "enforce");
     assert_eq!(web["label_source"], "procfs");
     assert_eq!(web["label_ok"], true);
@@ -177,7 +181,7 @@ fn real_containers_stacked_labels_and_check() {
             "web",
             "lxc",
             "running",
-            &ns[..],
+            &prof[..],
             "yes",
             "enforce",
             "yes",
@@ -193,7 +197,7 @@ fn real_containers_stacked_labels_and_check() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
 
     // A stack reported as mixed (the host profile in complain mode).
-    t.process(pid, &format!("{ns}//&:{ns}:snap (mixed)"))
+    t.process(pid, &format!("{prof}//&:{ns}:snap (mixed)"))
         .unwrap();
     let o = run(&["--check", "--json"]);
     assert_eq!(o.status.code(), Some(3));

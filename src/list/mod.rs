@@ -69,8 +69,10 @@ pub struct Options {
     pub lxcpaths: Vec<PathBuf>,
     /// Where `/sys` and `/proc` are (`/` in production).
     pub root: Root,
-    /// Where aa-virt's policy files are.
+    /// Where aa-virt's libvirt policy files are.
     pub layout: Layout,
+    /// Where aa-virt's LXC profiles are.
+    pub lxc_layout: crate::lxc::Layout,
     /// Which log to read denials from.
     pub log: LogChoice,
 }
@@ -88,6 +90,7 @@ impl Options {
             lxcpaths: vec![lxc::default_lxcpath()],
             root: Root::system(),
             layout: Layout::default(),
+            lxc_layout: crate::lxc::Layout::default(),
             log: LogChoice::Auto,
         }
     }
@@ -641,8 +644,8 @@ impl Ctx<'_> {
             g.profile = exp.own_profiles().next().map(str::to_string);
             g.namespace = exp.namespaces().next().map(str::to_string);
         }
-        if let Some(p) = &g.profile {
-            let file = lxc_profile_file(&self.opts.layout, c, p, g.namespace.as_deref());
+        if g.profile.is_some() {
+            let file = lxc_profile_file(&self.opts.lxc_layout, c, g.namespace.as_deref());
             g.rules = file.as_deref().and_then(|f| self.rules_of(f));
             g.rules_file = file
                 .filter(|_| g.rules.is_some())
@@ -725,23 +728,19 @@ impl Ctx<'_> {
     }
 }
 
-/// The profile source aa-virt wrote for an LXC container, if present: its
-/// own policy directory, then LXC's per-container `apparmor/` directory.
+/// The profile source of an LXC container, if present: the one aa-virt
+/// writes (`/var/lib/aa-virt/lxc/<namespace>`), else the one LXC's own
+/// `generated` mode writes (`<lxcpath>/<name>/apparmor/<namespace>`).
 pub fn lxc_profile_file(
-    layout: &Layout,
+    layout: &crate::lxc::Layout,
     c: &Container,
-    profile: &str,
     ns: Option<&str>,
 ) -> Option<PathBuf> {
-    let mangled = crate::apparmor::securityfs::mangle(profile);
-    let mut cands = vec![
-        layout.apparmor_dir.join("aa-virt/lxc").join(&mangled),
-        layout.apparmor_dir.join("lxc").join(&mangled),
-    ];
-    for n in [Some(profile), ns].into_iter().flatten() {
-        if !n.contains('/') {
-            cands.push(c.lxcpath.join(&c.name).join("apparmor").join(n));
-        }
+    let canon = std::fs::canonicalize(&c.lxcpath).unwrap_or_else(|_| c.lxcpath.clone());
+    let names = crate::lxc::naming::Names::derive(&c.name, &canon);
+    let mut cands = vec![layout.profile_path(&names)];
+    if let Some(n) = ns.filter(|n| !n.contains('/')) {
+        cands.push(c.lxcpath.join(&c.name).join("apparmor").join(n));
     }
     cands.into_iter().find(|p| p.is_file())
 }
@@ -771,6 +770,7 @@ mod tests {
             lxcpaths: vec![],
             root: Root::new(root),
             layout: Layout::under(root),
+            lxc_layout: crate::lxc::Layout::under(root),
             log: LogChoice::Off,
         };
         let kernel = Kernel::read(&opts.root);

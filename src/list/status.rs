@@ -221,9 +221,9 @@ pub fn status(opts: &Options, name: &str) -> Result<Detail, ListError> {
             let ct = lxc::get(Path::new(&guest.source), &guest.name)
                 .ok()
                 .flatten();
-            let file = ct
-                .as_ref()
-                .and_then(|c| super::lxc_profile_file(layout, c, p, guest.namespace.as_deref()));
+            let file = ct.as_ref().and_then(|c| {
+                super::lxc_profile_file(&opts.lxc_layout, c, guest.namespace.as_deref())
+            });
             if let Some(c) = &ct {
                 files.push(file_info("config", c.config_file.clone()));
             }
