@@ -302,8 +302,18 @@ pub fn install(
                 rep.say(true, format!("created   {shown}"));
             }
             Some(cur) if cur == want => {
-                new.files.insert(shown.clone(), digest(want));
-                rep.say(false, format!("unchanged {shown}"));
+                // Recorded only when aa-virt put it there: a file that was
+                // already present (a package's copy, say) is not ours to
+                // remove on uninstall.
+                if let Some(h) = recorded {
+                    new.files.insert(shown.clone(), h);
+                    rep.say(false, format!("unchanged {shown}"));
+                } else {
+                    rep.say(
+                        false,
+                        format!("unchanged {shown} (already present; not aa-virt install's)"),
+                    );
+                }
                 continue;
             }
             Some(_) if it.create_only => {
@@ -469,6 +479,7 @@ pub fn uninstall(
     let cfg_path = o.at(config::DEFAULT_PATH.trim_start_matches('/'));
     let cfg = Config::load(&cfg_path).unwrap_or_default();
     let manifest = load_manifest(o)?;
+    let have_manifest = manifest.is_some();
     let mut rep = Report::default();
     if manifest.is_none() {
         rep.say(
@@ -519,8 +530,18 @@ pub fn uninstall(
         let Some(cur) = read_opt(&it.path)? else {
             continue;
         };
-        let h = digest(&cur);
-        let ours = manifest.files.get(&shown) == Some(&h) || cur == it.content.as_bytes();
+        let ours = if have_manifest {
+            manifest.files.get(&shown) == Some(&digest(&cur))
+        } else {
+            cur == it.content.as_bytes()
+        };
+        if !ours && have_manifest && !manifest.files.contains_key(&shown) {
+            rep.say(
+                false,
+                format!("kept      {shown}: not installed by aa-virt install"),
+            );
+            continue;
+        }
         if !ours {
             rep.say(
                 false,

@@ -308,3 +308,35 @@ fn a_binary_path_that_cannot_be_used_is_refused() {
     assert!(!ok && out.contains("quote"), "{out}");
     let _ = common::repo();
 }
+
+#[test]
+fn files_that_were_already_there_are_not_removed() {
+    let t = target();
+    let r = t.path();
+    // A package already put the abstraction in place, identical to ours.
+    let abs = r.join("etc/apparmor.d/abstractions/aa-virt-qemu");
+    std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
+    std::fs::write(
+        &abs,
+        aa_virt::policy::Templates::load(None)
+            .unwrap()
+            .abstraction("abstractions/aa-virt-qemu")
+            .unwrap(),
+    )
+    .unwrap();
+    let out = install(r, "/usr/bin/aa-virt");
+    assert!(
+        out.contains("unchanged /etc/apparmor.d/abstractions/aa-virt-qemu (already present"),
+        "{out}"
+    );
+    let (ok, out) = aa_virt(&["uninstall", "--bin", "/usr/bin/aa-virt"], r);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "kept      /etc/apparmor.d/abstractions/aa-virt-qemu: not installed by aa-virt install"
+        ),
+        "{out}"
+    );
+    assert!(abs.exists());
+    assert!(!r.join("etc/apparmor.d/usr.bin.aa-virt").exists(), "{out}");
+}

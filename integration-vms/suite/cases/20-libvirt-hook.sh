@@ -1,0 +1,104 @@
+# Hook mode on a real AppArmor kernel: `aa-virt install` puts the qemu hook,
+# aa-virt's own profile and the libvirtd override in place; libvirtd (under
+# Debian's enforced profile) runs the hook, which loads libvirt-<uuid>
+# before QEMU starts; QEMU, with a static apparmor seclabel, carries that
+# label; stop unloads it; a restricted disk path does not start and the
+# reason is in libvirt's error. Everything is asserted on the kernel's view.
+
+NAME=aavt-hook
+UUID=5e1f3a2b-7c4d-4e6f-8a9b-0c1d2e3f4a5b
+PROFILE=libvirt-$UUID
+IMG=/var/lib/libvirt/images/aavt-hook.img
+FILES=/etc/apparmor.d/libvirt/$PROFILE.files
+
+domxml() { # NAME UUID DISK SECLABEL
+    cat <<EOF
+<domain type='qemu'>
+  <name>$1</name>
+  <uuid>$2</uuid>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <features><acpi/></features>
+  <devices>
+    <emulator>$(command -v qemu-system-x86_64)</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='$3'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <memballoon model='none'/>
+  </devices>
+  $4
+</domain>
+EOF
+}
+
+qemu-img create -q -f raw "$IMG" 16M
+on_exit rm -f "$IMG"
+
+# Cleanups run last-registered first: uninstall, then restart the daemon.
+on_exit systemctl restart libvirtd
+on_exit "$AA_VIRT" uninstall
+assert_ok "aa-virt install" "$AA_VIRT" install
+note "install: $(printf '%s' "$LAST_OUT" | tr '\n' ';')"
+assert_eq "aa-virt's own profile is loaded" enforce "$(aa_profile_mode aa-virt)"
+assert_contains "libvirtd's local override includes aa-virt's snippet" \
+    "$(cat /etc/apparmor.d/local/usr.sbin.libvirtd)" "usr.sbin.libvirtd.aa-virt"
+assert_ok "libvirtd restarts (hooks are found at start)" systemctl restart libvirtd
+wait_for 30 virsh -c qemu:///system version || fail "libvirtd does not answer after restart"
+export LIBVIRT_DEFAULT_URI=qemu:///system
+ldpid=$(pidof libvirtd)
+assert_eq "libvirtd runs under its enforced profile" "libvirtd (enforce)" "$(aa_label "$ldpid")"
+
+SECLABEL="<seclabel type='static' model='apparmor' relabel='no'><label>$PROFILE</label></seclabel>"
+domxml "$NAME" "$UUID" "$IMG" "$SECLABEL" > "$CASE_TMP/dom.xml"
+
+# libvirt checks a static label when the domain is defined, so load the
+# profile first, as the README says: the hook's own prepare, by hand.
+assert_ok "preload the profile before define (aa-virt hook ... prepare)" \
+    sh -c "'$AA_VIRT' hook qemu '$NAME' prepare begin - < '$CASE_TMP/dom.xml'"
+assert_eq "$PROFILE is loaded" enforce "$(aa_profile_mode "$PROFILE")"
+on_exit virsh undefine "$NAME"
+assert_ok "virsh define with a static apparmor label" virsh define "$CASE_TMP/dom.xml"
+
+kernel_log_mark
+on_exit virsh destroy "$NAME"
+assert_ok "virsh start: the prepare hook runs under libvirtd" virsh start "$NAME"
+pid=$(cat "/run/libvirt/qemu/$NAME.pid" 2>/dev/null)
+assert_match "QEMU has a pid" "$pid" '^[0-9]+$'
+assert_eq "QEMU carries the profile the hook loaded (kernel view)" \
+    "$PROFILE (enforce)" "$(aa_label "$pid")"
+assert_match "the rules name the guest's disk" "$(cat "$FILES" 2>&1)" "\"$IMG\" rwk,"
+klog=$(kernel_log | tail -n +"$((_KLOG_MARK + 1))")
+assert_not_contains "nothing denied to aa-virt's profile during the hook" "$klog" 'profile="aa-virt"'
+assert_not_contains "nothing denied to libvirtd during the start" "$klog" 'profile="libvirtd"'
+assert_not_contains "nothing denied to the guest during the start" "$klog" "profile=\"$PROFILE\""
+
+assert_ok "virsh destroy" virsh destroy "$NAME"
+wait_for 10 sh -c "[ ! -e '$FILES' ]"
+assert_eq "the release hook unloaded the profile" "" "$(aa_profile_mode "$PROFILE")"
+assert_eq "the release hook removed the rules file" no "$([ -e "$FILES" ] && echo yes || echo no)"
+assert_exists "the admin-editable profile file stays" "/etc/apparmor.d/libvirt/$PROFILE"
+
+# A second start: prepare loads it again (no manual step once defined).
+assert_ok "virsh start again" virsh start "$NAME"
+pid=$(cat "/run/libvirt/qemu/$NAME.pid" 2>/dev/null)
+assert_eq "QEMU carries the profile again" "$PROFILE (enforce)" "$(aa_label "$pid")"
+assert_ok "virsh destroy again" virsh destroy "$NAME"
+
+# A restricted disk path: no start, aa-virt's reason in libvirt's error.
+BAD=aavt-hook-bad
+BAD_UUID=6f2a4b3c-8d5e-4f70-9bac-1d2e3f4a5b6c
+domxml "$BAD" "$BAD_UUID" /etc/shadow "<seclabel type='none' model='apparmor'/>" > "$CASE_TMP/bad.xml"
+on_exit virsh undefine "$BAD"
+assert_ok "virsh define a guest whose disk is /etc/shadow" virsh define "$CASE_TMP/bad.xml"
+assert_fails "virsh start refuses it" virsh start "$BAD"
+assert_contains "libvirt's error carries aa-virt's reason" "$LAST_OUT" "refusing /etc/shadow"
+assert_eq "no profile was loaded for it" "" "$(aa_profile_mode "libvirt-$BAD_UUID")"
+
+assert_ok "virsh undefine" virsh undefine "$NAME"
+assert_ok "aa-virt uninstall" "$AA_VIRT" uninstall
+assert_eq "aa-virt's profile is unloaded" "" "$(aa_profile_mode aa-virt)"
+assert_not_contains "libvirtd's override is gone" \
+    "$(cat /etc/apparmor.d/local/usr.sbin.libvirtd)" "aa-virt"
