@@ -70,10 +70,10 @@ assert_match "QEMU has a pid" "$pid" '^[0-9]+$'
 assert_eq "QEMU carries the profile the hook loaded (kernel view)" \
     "$PROFILE (enforce)" "$(aa_label "$pid")"
 assert_match "the rules name the guest's disk" "$(cat "$FILES" 2>&1)" "\"$IMG\" rwk,"
-klog=$(kernel_log | tail -n +"$((_KLOG_MARK + 1))")
-assert_not_contains "nothing denied to aa-virt's profile during the hook" "$klog" 'profile="aa-virt"'
-assert_not_contains "nothing denied to libvirtd during the start" "$klog" 'profile="libvirtd"'
-assert_not_contains "nothing denied to the guest during the start" "$klog" "profile=\"$PROFILE\""
+denials() { kernel_log | tail -n +"$((_KLOG_MARK + 1))" | grep 'apparmor="DENIED"'; }
+assert_not_contains "nothing denied to aa-virt's profile during the hook" "$(denials)" 'profile="aa-virt"'
+assert_not_contains "nothing denied to libvirtd during the start" "$(denials)" 'profile="libvirtd"'
+assert_not_contains "nothing denied to the guest during the start" "$(denials)" "profile=\"$PROFILE\""
 
 assert_ok "virsh destroy" virsh destroy "$NAME"
 wait_for 10 sh -c "[ ! -e '$FILES' ]"
@@ -81,10 +81,17 @@ assert_eq "the release hook unloaded the profile" "" "$(aa_profile_mode "$PROFIL
 assert_eq "the release hook removed the rules file" no "$([ -e "$FILES" ] && echo yes || echo no)"
 assert_exists "the admin-editable profile file stays" "/etc/apparmor.d/libvirt/$PROFILE"
 
-# A second start: prepare loads it again (no manual step once defined).
+# A second start: the profile is not loaded, so the prepare hook must load
+# it, and the kernel's record of that load names the loader's profile:
+# aa-virt's, entered through the Px rule of libvirtd's override.
+kernel_log_mark
 assert_ok "virsh start again" virsh start "$NAME"
 pid=$(cat "/run/libvirt/qemu/$NAME.pid" 2>/dev/null)
 assert_eq "QEMU carries the profile again" "$PROFILE (enforce)" "$(aa_label "$pid")"
+assert_kernel_log "the hook loaded it from within aa-virt's profile (libvirtd's Px override)" \
+    "apparmor=\"STATUS\" operation=\"profile_(load|replace)\" profile=\"aa-virt\" name=\"$PROFILE\""
+assert_not_contains "nothing denied to aa-virt, libvirtd or the guest during the second start" \
+    "$(denials | grep -E "profile=\"(aa-virt|libvirtd|$PROFILE)\"")" 'apparmor="DENIED"'
 assert_ok "virsh destroy again" virsh destroy "$NAME"
 
 # A restricted disk path: no start, aa-virt's reason in libvirt's error.
