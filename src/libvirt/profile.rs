@@ -70,11 +70,10 @@ impl Layout {
     /// are missing (an admin's edited copy is never overwritten).
     pub fn ensure_abstractions(&self, templates: &Templates) -> Result<(), ProfileError> {
         for (rel, _) in policy::template::ABSTRACTIONS {
-            store::create_once(
-                &self.apparmor_dir.join(rel),
-                templates.abstraction(rel)?.as_bytes(),
-                FILE_MODE,
-            )?;
+            let path = self.apparmor_dir.join(rel);
+            // A run killed while creating it leaves a temp file beside it.
+            store::sweep_temp(path.parent().unwrap_or(&self.apparmor_dir));
+            store::create_once(&path, templates.abstraction(rel)?.as_bytes(), FILE_MODE)?;
         }
         Ok(())
     }
@@ -275,10 +274,20 @@ impl Rendered {
         templates: &Templates,
         parser: &Parser,
         fs: &Path,
-        _lock: &store::Lock,
+        lock: &store::Lock,
     ) -> Result<Installed, ProfileError> {
         store::sweep_temp(&layout.libvirt_dir());
         layout.ensure_abstractions(templates)?;
+        // Set while files may be newer than what the kernel enforces: a run
+        // killed between writing and loading leaves it, and the next run
+        // then loads even though the files look unchanged.
+        let pending = lock.path().with_extension("pending");
+        let interrupted = pending.exists();
+        std::fs::File::create(&pending).map_err(|source| StoreError::Io {
+            op: "create",
+            path: pending.clone(),
+            source,
+        })?;
         let mut txn = Txn::new();
         let profile_path = layout.profile_path(&self.name);
         let created_profile = txn.create_once(&profile_path, self.profile.as_bytes(), FILE_MODE)?;
@@ -291,7 +300,7 @@ impl Rendered {
             .ok()
             .flatten()
             .is_some();
-        let must_load = created_profile || files_changed || !loaded_already;
+        let must_load = created_profile || files_changed || !loaded_already || interrupted;
         if must_load {
             layout
                 .parser(parser)
@@ -302,6 +311,7 @@ impl Rendered {
                 })?;
         }
         txn.commit();
+        store::remove(&pending)?;
         Ok(Installed {
             created_profile,
             files_changed,

@@ -50,7 +50,9 @@ done
 '{real}' --skip-kernel-load --skip-cache --quiet --features-file /usr/share/apparmor-features/features $inc -o /dev/null "$last" || exit 1
 name=$(sed -n 's/^profile \([^ ]*\) .*/\1/p' "$last" | head -n1)
 case " $* " in
-  *" --replace "*) grep -q "^$name (" '{fs}/profiles' || echo "$name (enforce)" >> '{fs}/profiles' ;;
+  *" --replace "*) grep -q "^$name (" '{fs}/profiles' || echo "$name (enforce)" >> '{fs}/profiles'
+    # What the kernel now enforces: the generated rules it was given.
+    if [ -e "$last.files" ]; then cp "$last.files" '{fs}/.loaded.tmp.'$$ && mv '{fs}/.loaded.tmp.'$$ '{fs}/loaded.'"$name"'.files'; fi ;;
 esac
 exit 0
 "#,
@@ -93,6 +95,27 @@ exit 0
         } else {
             let _ = std::fs::remove_file(m);
         }
+    }
+
+    /// A fake system root for the binary (`AA_VIRT_SYSROOT`): AppArmor
+    /// enabled, securityfs at this fake kernel's directory.
+    pub fn sysroot(&self) -> PathBuf {
+        let root = self.dir.path().join("sysroot");
+        let params = root.join("sys/module/apparmor/parameters");
+        std::fs::create_dir_all(&params).unwrap();
+        std::fs::write(params.join("enabled"), "Y\n").unwrap();
+        let sec = root.join("sys/kernel/security");
+        std::fs::create_dir_all(&sec).unwrap();
+        let link = sec.join("apparmor");
+        if !link.exists() {
+            std::os::unix::fs::symlink(&self.fs, &link).unwrap();
+        }
+        root
+    }
+
+    /// The generated rules (`.files`) the kernel was last given for `name`.
+    pub fn loaded_files(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.fs.join(format!("loaded.{name}.files"))).ok()
     }
 
     /// How many times the parser ran.

@@ -117,6 +117,14 @@ pub const SHAPES: &[(&str, &[Shape])] = &[
         ],
     ),
     (
+        "libvirt per-domain run path (no id)",
+        &[Data, Glob("*"), Fixed("-"), Data],
+    ),
+    (
+        "libvirt per-domain run tree (no id)",
+        &[Data, Glob("*"), Fixed("-"), Data, Fixed("/"), Glob("**")],
+    ),
+    (
         "libvirt pid file",
         &[
             Fixed("/run/libvirt/"),
