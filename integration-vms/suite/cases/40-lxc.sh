@@ -15,10 +15,12 @@ on_exit lxc-destroy -P "$lp" -f -n $ct
 on_exit lxc-stop -P "$lp" -k -n $ct
 
 # No network; proc and sys read-write so that a refused write is AppArmor's
-# doing, not a read-only mount's; securityfs writable and CAP_MAC_ADMIN kept
-# so the guest can manage its namespace; the host's parser bound in.
+# doing, not a read-only mount's; a securityfs of its own (not a writable
+# bind of the host's /sys/kernel/security, which aa-virt refuses) and
+# CAP_MAC_ADMIN kept so the guest can manage its namespace; no nesting (the
+# /proc/sys rules apply); the host's parser bound in.
 sed -i -e '/^lxc\.net\.0\./d' -e 's/^lxc\.mount\.auto = .*/lxc.mount.auto = cgroup:mixed proc:rw sys:rw/' \
-    -e 's#^lxc\.mount\.entry = /sys/kernel/security .*#lxc.mount.entry = /sys/kernel/security sys/kernel/security none rw,bind,optional 0 0#' \
+    -e 's#^lxc\.mount\.entry = /sys/kernel/security .*#lxc.mount.entry = securityfs sys/kernel/security securityfs rw,nosuid,nodev,noexec,optional 0 0#' \
     -e 's/^lxc\.cap\.drop = .*/lxc.cap.drop = sys_module sys_time/' -e 's/^lxc\.apparmor\.allow_nesting = 1/lxc.apparmor.allow_nesting = 0/' "$cfg"
 parser=$(command -v apparmor_parser)
 cat >> "$cfg" <<CFG
