@@ -194,41 +194,62 @@ impl Rendered {
         templates: &Templates,
         parser: &Parser,
     ) -> Result<(), ProfileError> {
-        let scratch = |source| ProfileError::Scratch {
-            guest: guest.name.clone(),
-            source,
-        };
-        let dir = tempdir().map_err(scratch)?;
-        let res = (|| {
-            let lv = dir.join("libvirt");
-            std::fs::create_dir_all(&lv).map_err(scratch)?;
-            for (rel, _) in policy::template::ABSTRACTIONS {
-                let p = dir.join(rel);
-                std::fs::create_dir_all(p.parent().unwrap_or(&dir)).map_err(scratch)?;
-                std::fs::write(&p, templates.abstraction(rel)?).map_err(scratch)?;
-            }
-            let prof = lv.join(&self.name);
-            std::fs::write(&prof, &self.profile).map_err(scratch)?;
-            std::fs::write(lv.join(format!("{}.files", self.name)), &self.files)
-                .map_err(scratch)?;
-            let mut p = parser.clone();
-            p.includes.insert(0, dir.clone());
-            p.check(&prof).map_err(|mut source| {
-                // Name files as they will be installed, not by scratch path.
-                if let ParserError::Rejected { file, message, .. } = &mut source {
-                    let scratch = format!("{}/", dir.display());
-                    *file = file.replace(&scratch, "");
-                    *message = message.replace(&scratch, "");
-                }
-                ProfileError::Parser {
-                    guest: guest.name.clone(),
-                    source,
-                }
-            })
-        })();
-        let _ = std::fs::remove_dir_all(&dir);
-        res
+        check_all(&[(guest, self)], templates, parser)
     }
+}
+
+/// Compile several rendered profiles in one parser run, laid out as
+/// [`Rendered::check`] does (their names must differ). The error names the
+/// guest whose profile the parser rejected.
+pub fn check_all(
+    items: &[(&Guest, &Rendered)],
+    templates: &Templates,
+    parser: &Parser,
+) -> Result<(), ProfileError> {
+    let Some((first, _)) = items.first() else {
+        return Ok(());
+    };
+    let scratch = |source| ProfileError::Scratch {
+        guest: first.name.clone(),
+        source,
+    };
+    let dir = tempdir().map_err(scratch)?;
+    let res = (|| {
+        let lv = dir.join("libvirt");
+        std::fs::create_dir_all(&lv).map_err(scratch)?;
+        for (rel, _) in policy::template::ABSTRACTIONS {
+            let p = dir.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap_or(&dir)).map_err(scratch)?;
+            std::fs::write(&p, templates.abstraction(rel)?).map_err(scratch)?;
+        }
+        let mut profs = Vec::with_capacity(items.len());
+        for (_, r) in items {
+            let prof = lv.join(&r.name);
+            std::fs::write(&prof, &r.profile).map_err(scratch)?;
+            std::fs::write(lv.join(format!("{}.files", r.name)), &r.files).map_err(scratch)?;
+            profs.push(prof);
+        }
+        let mut p = parser.clone();
+        p.includes.insert(0, dir.clone());
+        p.check_many(&profs).map_err(|mut source| {
+            let mut guest = first.name.clone();
+            // Name files as they will be installed, not by scratch path.
+            if let ParserError::Rejected { file, message, .. } = &mut source {
+                let scratch = format!("{}/", dir.display());
+                *file = file.replace(&scratch, "");
+                *message = message.replace(&scratch, "");
+                if let Some((g, _)) = items
+                    .iter()
+                    .find(|(_, r)| message.contains(&format!("libvirt/{} ", r.name)))
+                {
+                    guest = g.name.clone();
+                }
+            }
+            ProfileError::Parser { guest, source }
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
 }
 
 impl Rendered {

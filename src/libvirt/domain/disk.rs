@@ -34,47 +34,59 @@ impl Reader<'_> {
             }
             return Ok(());
         }
-        let Some(path) = local_source(disk, ty) else {
-            let why = match ty {
-                "network" => {
-                    "network disk: QEMU talks to the server over a socket, no host file to grant"
-                }
-                "volume" => {
-                    "storage-pool volume: libvirt translates it to a path only when the guest \
-                     starts; the hook's XML carries that path"
-                }
-                "nvme" => {
-                    "NVMe disk: QEMU drives the controller through VFIO; libvirt hands it the \
-                     device's /dev/vfio group at start"
-                }
-                "vhostvdpa" => {
-                    "vhost-vdpa disk: libvirt opens the device and hands QEMU a descriptor"
-                }
-                "file" | "block" | "dir" => "empty drive (no medium inserted): nothing to grant",
-                _ => "unknown disk type: no host file",
-            };
-            self.g.skip(origin, why);
-            return Ok(());
-        };
-        if ty == "dir" {
-            // QEMU's vvfat driver reads (and with write access, writes) the
-            // whole directory.
-            self.tree(&path, top, origin.clone());
-        } else {
-            self.file(&path, top, origin.clone());
+        let path = local_source(disk, ty);
+        match &path {
+            Some(path) if ty == "dir" => {
+                // QEMU's vvfat driver reads (and with write access, writes)
+                // the whole directory.
+                self.tree(path, top, origin.clone());
+            }
+            Some(path) => self.file(path, top, origin.clone()),
+            None => self.non_local_disk(disk, ty, &origin),
         }
         if let Some(src) = child(disk, "source") {
             self.data_store(src, top, &origin);
         }
-        match child(disk, "backingStore") {
-            Some(bs) => self.backing_from_xml(bs, &origin, 1)?,
-            None if self.opts.probe_chains => {
+        match (child(disk, "backingStore"), &path) {
+            // A network or empty top can still sit on local backing files.
+            (Some(bs), _) => self.backing_from_xml(bs, &origin, 1)?,
+            (None, Some(path)) if self.opts.probe_chains && ty != "dir" => {
                 let fmt = child(disk, "driver").and_then(|d| d.attribute("type"));
-                self.backing_from_headers(&path, fmt, &origin)?;
+                self.backing_from_headers(path, fmt, &origin)?;
             }
-            None => {}
+            _ => {}
         }
         Ok(())
+    }
+
+    /// A disk with no local source: the reason it gets no file rule, and
+    /// for a network disk reached over a UNIX socket, that socket.
+    fn non_local_disk(&mut self, disk: Node<'_, '_>, ty: &str, origin: &str) {
+        let why = match ty {
+            "network" => {
+                if let Some(sock) = child(disk, "source")
+                    .and_then(|s| child(s, "host"))
+                    .filter(|h| h.attribute("transport") == Some("unix"))
+                    .and_then(|h| attr(h, "socket"))
+                {
+                    self.file(sock, Access::RW, format!("{origin} (server socket)"));
+                    return;
+                }
+                "network disk: QEMU talks to the server over the network, no host file to grant"
+            }
+            "volume" => {
+                "storage-pool volume: libvirt translates it to a path only when the guest \
+                 starts; the hook's XML carries that path"
+            }
+            "nvme" => {
+                "NVMe disk: QEMU drives the controller through VFIO; libvirt hands it the \
+                 device's /dev/vfio group at start"
+            }
+            "vhostvdpa" => "vhost-vdpa disk: libvirt opens the device and hands QEMU a descriptor",
+            "file" | "block" | "dir" => "empty drive (no medium inserted): nothing to grant",
+            _ => "unknown disk type: no host file",
+        };
+        self.g.skip(origin, why);
     }
 
     /// `<source><dataStore>`: a qcow2 image's external data file, with its
@@ -258,6 +270,23 @@ mod tests {
         assert!(s[2].1.starts_with("NVMe disk"));
         assert_eq!(s[3].0, "disk sdb (cdrom)");
         assert!(s[3].1.starts_with("empty drive"));
+    }
+
+    #[test]
+    fn network_top_over_a_unix_socket_with_local_backing_layers() {
+        let g = devs(
+            "<disk type='network'><driver type='qcow2'/>\
+               <source protocol='nbd' name='bar'><host transport='unix' socket='/run/nbd.sock'/></source>\
+               <backingStore type='file'><format type='qcow2'/><source file='/srv/base.qcow2'/><backingStore/></backingStore>\
+               <target dev='vda'/></disk>",
+        );
+        assert_eq!(
+            g.resources,
+            vec![
+                f("/run/nbd.sock", "rw", "disk vda (server socket)"),
+                f("/srv/base.qcow2", "rk", "disk vda, backing layer 1"),
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,470 @@
+//! Differential test against Debian's `virt-aa-helper --dryrun`, the
+//! reference implementation, over every domain XML in the shared corpus.
+//!
+//! For every XML the reference accepts, each path it grants must be granted
+//! by aa-virt too, with at least the same access — unless the difference is
+//! deliberate and listed, with its reason, in `tests/deliberate-differences.tsv`.
+//! Where the reference accepts an XML that aa-virt refuses, the refusal must
+//! be listed there as well. Every profile aa-virt renders is compiled with
+//! the real `apparmor_parser`.
+//!
+//! Needs the corpus (`AA_VIRT_CORPUS`, default `../shared/corpus/libvirt`
+//! beside the crate) and `/usr/lib/libvirt/virt-aa-helper` (Debian package
+//! `libvirt-daemon`); it fails, never skips, when either is missing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use aa_virt::apparmor::Parser;
+use aa_virt::guest::{Access, Guest};
+use aa_virt::libvirt::profile::{self, Rendered};
+use aa_virt::libvirt::{self, ReadOptions};
+use aa_virt::policy::Templates;
+
+const HELPER: &str = "/usr/lib/libvirt/virt-aa-helper";
+const THREADS: usize = 2;
+const BATCH: usize = 40;
+
+fn corpus_dir() -> PathBuf {
+    std::env::var_os("AA_VIRT_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/libvirt"))
+}
+
+fn xml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read corpus directory {}: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            xml_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "xml") {
+            out.push(p);
+        }
+    }
+}
+
+/// One rule the reference printed: `  "PATH" PERMS,`.
+#[derive(Debug, Clone)]
+struct RefRule {
+    path: String,
+    perms: String,
+}
+
+#[derive(Debug)]
+struct RefRun {
+    ok: bool,
+    rules: Vec<RefRule>,
+}
+
+fn uuid_of(xml: &str) -> String {
+    xml.split_once("<uuid>")
+        .and_then(|(_, r)| r.split_once("</uuid>"))
+        .map(|(u, _)| u.trim().to_string())
+        .unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into())
+}
+
+fn run_reference(xml_path: &Path, xml: &str) -> RefRun {
+    let out = Command::new(HELPER)
+        .args(["--dryrun", "-r", "-u", &format!("libvirt-{}", uuid_of(xml))])
+        .stdin(std::fs::File::open(xml_path).expect("open corpus XML"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {HELPER}: {e}"));
+    let mut rules = Vec::new();
+    // The helper prints its dry-run rules on stderr (and nothing on stdout).
+    let text = String::from_utf8_lossy(&out.stderr).into_owned()
+        + &String::from_utf8_lossy(&out.stdout);
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix("  \"") else {
+            continue; // comments, deny rules, messages
+        };
+        let Some((path, tail)) = rest.rsplit_once("\" ") else {
+            continue;
+        };
+        let perms = tail.trim_end_matches(',').trim();
+        rules.push(RefRule {
+            path: path.to_string(),
+            perms: perms.to_string(),
+        });
+    }
+    RefRun {
+        ok: out.status.success(),
+        rules,
+    }
+}
+
+/// An AppArmor glob as aa-virt renders it (`\`-escapes, octal escapes,
+/// `*`, `**`, `?`, `{a,b}`), matched against a literal string.
+#[derive(Debug, Clone)]
+enum Tok {
+    Lit(u8),
+    Star,
+    DStar,
+    Any,
+    Alt(Vec<Vec<Tok>>),
+}
+
+fn tokenize(p: &[u8], i: &mut usize, in_alt: bool) -> Vec<Tok> {
+    let mut out = Vec::new();
+    while *i < p.len() {
+        let c = p[*i];
+        match c {
+            b'\\' if p.len() > *i + 3
+                && p[*i + 1..*i + 4].iter().all(|d| (b'0'..=b'7').contains(d)) =>
+            {
+                out.push(Tok::Lit(
+                    (p[*i + 1] - b'0') * 64 + (p[*i + 2] - b'0') * 8 + (p[*i + 3] - b'0'),
+                ));
+                *i += 4;
+            }
+            b'\\' if *i + 1 < p.len() => {
+                out.push(Tok::Lit(p[*i + 1]));
+                *i += 2;
+            }
+            b'*' if p.get(*i + 1) == Some(&b'*') => {
+                out.push(Tok::DStar);
+                *i += 2;
+            }
+            b'*' => {
+                out.push(Tok::Star);
+                *i += 1;
+            }
+            b'?' => {
+                out.push(Tok::Any);
+                *i += 1;
+            }
+            b'{' => {
+                *i += 1;
+                let mut alts = vec![tokenize(p, i, true)];
+                while *i < p.len() && p[*i] == b',' {
+                    *i += 1;
+                    alts.push(tokenize(p, i, true));
+                }
+                *i += 1; // '}'
+                out.push(Tok::Alt(alts));
+            }
+            b',' | b'}' if in_alt => return out,
+            _ => {
+                out.push(Tok::Lit(c));
+                *i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn glob_match(t: &[Tok], s: &[u8]) -> bool {
+    match t.first() {
+        None => s.is_empty(),
+        Some(Tok::Lit(c)) => s.first() == Some(c) && glob_match(&t[1..], &s[1..]),
+        Some(Tok::Any) => s.first().is_some_and(|&c| c != b'/') && glob_match(&t[1..], &s[1..]),
+        Some(Tok::Star) => (0..=s.len())
+            .take_while(|&k| k == 0 || s[k - 1] != b'/')
+            .any(|k| glob_match(&t[1..], &s[k..])),
+        Some(Tok::DStar) => (0..=s.len()).any(|k| glob_match(&t[1..], &s[k..])),
+        Some(Tok::Alt(alts)) => alts.iter().any(|a| {
+            let mut v = a.clone();
+            v.extend_from_slice(&t[1..]);
+            glob_match(&v, s)
+        }),
+    }
+}
+
+/// A rendered rule pattern (`"…"`) as tokens.
+fn pattern_tokens(rendered: &str) -> Vec<Tok> {
+    let inner = rendered
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(rendered);
+    tokenize(inner.as_bytes(), &mut 0, false)
+}
+
+/// A shell-style pattern from the differences file: `*` matches anything.
+fn simple_match(pat: &str, s: &str) -> bool {
+    let toks: Vec<Tok> = pat
+        .bytes()
+        .map(|b| if b == b'*' { Tok::DStar } else { Tok::Lit(b) })
+        .collect();
+    glob_match(&toks, s.as_bytes())
+}
+
+#[derive(Debug)]
+struct Difference {
+    kind: String,
+    pattern: String,
+    reason: String,
+    used: AtomicUsize,
+}
+
+fn load_differences() -> Vec<Difference> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deliberate-differences.tsv");
+    let text = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    let mut v = Vec::new();
+    for (n, l) in text.lines().enumerate() {
+        if l.trim().is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = l.split('\t').collect();
+        assert!(
+            f.len() == 3 && matches!(f[0], "path" | "refuse") && !f[2].trim().is_empty(),
+            "{}:{}: want `path|refuse<TAB>pattern<TAB>reason`, got {l:?}",
+            p.display(),
+            n + 1
+        );
+        v.push(Difference {
+            kind: f[0].into(),
+            pattern: f[1].into(),
+            reason: f[2].into(),
+            used: AtomicUsize::new(0),
+        });
+    }
+    v
+}
+
+fn find_difference<'a>(d: &'a [Difference], kind: &str, s: &str) -> Option<&'a Difference> {
+    let hit = d
+        .iter()
+        .find(|x| x.kind == kind && simple_match(&x.pattern, s))?;
+    hit.used.fetch_add(1, Ordering::Relaxed);
+    Some(hit)
+}
+
+/// Run `f` over `0..n` on [`THREADS`] threads; results in input order.
+fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let mut parts: Vec<Vec<(usize, T)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..THREADS)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return mine;
+                        }
+                        mine.push((i, f(i)));
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("worker")).collect()
+    });
+    let mut all: Vec<(usize, T)> = parts.drain(..).flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, t)| t).collect()
+}
+
+#[test]
+fn covers_every_path_debians_virt_aa_helper_grants() {
+    let corpus = corpus_dir();
+    assert!(
+        corpus.is_dir(),
+        "the libvirt corpus is missing at {} (set AA_VIRT_CORPUS; CI clones shared/ beside the repo)",
+        corpus.display()
+    );
+    assert!(
+        Path::new(HELPER).exists(),
+        "{HELPER} is missing: install Debian's libvirt-daemon package (scripts/install-deps.sh)"
+    );
+    let mut files = Vec::new();
+    xml_files(&corpus, &mut files);
+    assert!(!files.is_empty(), "no XML files under {}", corpus.display());
+    let diffs = load_differences();
+    let templates = Templates::load(None).expect("built-in templates");
+    let rel = |p: &Path| {
+        p.strip_prefix(&corpus)
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    };
+
+    let t0 = Instant::now();
+    let xmls: Vec<Option<String>> = files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    let refs = parallel(files.len(), |i| {
+        run_reference(&files[i], xmls[i].as_deref().unwrap_or(""))
+    });
+    let t_ref = t0.elapsed();
+
+    // Our side, through the library: corpus images do not exist here, so
+    // chains come from the XML only (the reference's own probing finds
+    // nothing either); header probing is tested with real images elsewhere.
+    let t1 = Instant::now();
+    let opts = ReadOptions {
+        probe_chains: false,
+        ..ReadOptions::default()
+    };
+    let ours: Vec<Result<(Guest, Rendered), String>> = xmls
+        .iter()
+        .map(|x| {
+            let x = x.as_deref().ok_or("not UTF-8")?;
+            let g = libvirt::parse(x, &opts).map_err(|e| e.to_string())?;
+            let r = profile::render(&g, &templates, false).map_err(|e| e.to_string())?;
+            Ok((g, r))
+        })
+        .collect();
+    let t_ours = t1.elapsed();
+
+    let (mut accepted, mut covered, mut deliberate, mut refused_listed) = (0, 0, 0, 0);
+    let mut missing: Vec<String> = Vec::new();
+    let mut unexplained: Vec<String> = Vec::new();
+    let mut per_reason: BTreeMap<String, usize> = BTreeMap::new();
+    for ((path, r), o) in files.iter().zip(&refs).zip(&ours) {
+        if !r.ok {
+            continue;
+        }
+        accepted += 1;
+        let rendered = match o {
+            Ok((_, rendered)) => rendered,
+            Err(e) => match find_difference(&diffs, "refuse", e) {
+                Some(d) => {
+                    refused_listed += 1;
+                    *per_reason.entry(d.reason.clone()).or_default() += 1;
+                    continue;
+                }
+                None => {
+                    unexplained.push(format!("{}: {e}", rel(path)));
+                    continue;
+                }
+            },
+        };
+        let rules: Vec<(Vec<Tok>, Access)> = rendered
+            .rules
+            .rules()
+            .iter()
+            .map(|x| (pattern_tokens(&x.pattern.render()), x.access))
+            .collect();
+        for rr in &r.rules {
+            let want = Access::parse(&rr.perms)
+                .unwrap_or_else(|| panic!("reference permissions {:?}", rr.perms));
+            let have = rules
+                .iter()
+                .filter(|(t, _)| glob_match(t, rr.path.as_bytes()))
+                .fold(Access::default(), |a, (_, b)| a.union(*b));
+            if have.covers(want) {
+                covered += 1;
+            } else if let Some(d) = find_difference(&diffs, "path", &rr.path) {
+                deliberate += 1;
+                *per_reason.entry(d.reason.clone()).or_default() += 1;
+            } else {
+                missing.push(format!(
+                    "{}: \"{}\" {} (aa-virt grants: {})",
+                    rel(path),
+                    rr.path,
+                    rr.perms,
+                    if have.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        have.to_string()
+                    }
+                ));
+            }
+        }
+    }
+
+    // Every profile we render compiles with the real parser, in batches
+    // (profile names must be unique within a batch; corpus UUIDs repeat).
+    let t2 = Instant::now();
+    let rendered: Vec<(&Guest, &Rendered)> = ours
+        .iter()
+        .filter_map(|o| o.as_ref().ok().map(|(g, r)| (g, r)))
+        .collect();
+    let mut batches: Vec<Vec<(&Guest, &Rendered)>> = Vec::new();
+    for item in &rendered {
+        match batches
+            .iter_mut()
+            .find(|b| b.len() < BATCH && b.iter().all(|(_, r)| r.name != item.1.name))
+        {
+            Some(b) => b.push(*item),
+            None => batches.push(vec![*item]),
+        }
+    }
+    let parser = Parser::new();
+    let compile_errors: Vec<String> = parallel(batches.len(), |i| {
+        match profile::check_all(&batches[i], &templates, &parser) {
+            Ok(()) => Vec::new(),
+            // Find every culprit in a failed batch.
+            Err(_) => batches[i]
+                .iter()
+                .filter_map(|(g, r)| r.check(g, &templates, &parser).err())
+                .map(|e| e.to_string())
+                .collect(),
+        }
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    let t_compile = t2.elapsed();
+
+    println!("differential test against {HELPER}:");
+    println!("  XMLs run:                          {}", files.len());
+    println!("  accepted by the reference:         {accepted}");
+    println!("  reference paths covered:           {covered}");
+    println!("  reference paths deliberately different: {deliberate}");
+    println!("  reference paths missing:           {}", missing.len());
+    println!("  accepted by the reference, refused by aa-virt (listed): {refused_listed}");
+    println!(
+        "  accepted by the reference, refused by aa-virt (NOT listed): {}",
+        unexplained.len()
+    );
+    println!("  deliberate differences used, by reason:");
+    for (reason, n) in &per_reason {
+        println!("    {n:5}  {reason}");
+    }
+    for d in diffs.iter().filter(|d| d.used.load(Ordering::Relaxed) == 0) {
+        println!("  note: difference not seen on this host: {} {}", d.kind, d.pattern);
+    }
+    println!(
+        "  profiles compiled with apparmor_parser: {} in {} batches, {} failed",
+        rendered.len(),
+        batches.len(),
+        compile_errors.len()
+    );
+    println!(
+        "  time: reference {:.1}s ({THREADS} threads), aa-virt {:.2}s, compile {:.1}s ({THREADS} threads)",
+        t_ref.as_secs_f64(),
+        t_ours.as_secs_f64(),
+        t_compile.as_secs_f64()
+    );
+    for m in &missing {
+        println!("  MISSING {m}");
+    }
+    for u in &unexplained {
+        println!("  REFUSED (not a listed difference) {u}");
+    }
+    for c in &compile_errors {
+        println!("  DOES NOT COMPILE {c}");
+    }
+    assert!(accepted > 0, "the reference accepted no XML at all");
+    assert!(
+        missing.is_empty() && unexplained.is_empty() && compile_errors.is_empty(),
+        "{} missing paths, {} unexplained refusals, {} profiles that do not compile (listed above)",
+        missing.len(),
+        unexplained.len(),
+        compile_errors.len()
+    );
+}
+
+#[test]
+fn glob_matcher_reads_rendered_patterns() {
+    let m = |p: &str, s: &str| glob_match(&pattern_tokens(p), s.as_bytes());
+    assert!(m(r#""/a/\[1\]\,x""#, "/a/[1],x"));
+    assert!(!m(r#""/a/\[1\]""#, "/a/1"));
+    assert!(m(r#""/var/lib/libvirt/qemu/domain-*-vm/*""#, "/var/lib/libvirt/qemu/domain--1-vm/*"));
+    assert!(!m(r#""/x/*""#, "/x/a/b"));
+    assert!(m(r#""/x/**""#, "/x/a/b"));
+    assert!(m(r#""/x/{,**}""#, "/x/"));
+    assert!(m(r#""/t/\303\251""#, "/t/é"));
+    assert!(simple_match("/dev/vfio/*", "/dev/vfio/[0-9]*"));
+    assert!(!simple_match("/dev/vfio/*", "/dev/vhost-net"));
+}
