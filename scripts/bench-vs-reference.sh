@@ -21,15 +21,29 @@ trap 'rm -rf "$work"' EXIT
 # The typical guest is the README's example; the big one has 500 qcow2
 # disks, each on a one-layer backing chain given in the XML.
 cp examples/web-server.xml "$work/typical.xml"
+# libvirt's disk names: vda..vdz, vdaa.. (the reference refuses others)
+disk_name() {
+  local n=$(( $1 + 1 )) s=""
+  while [ "$n" -gt 0 ]; do
+    n=$(( n - 1 ))
+    s=$(printf "\\$(printf %o $(( 97 + n % 26 )))")$s
+    n=$(( n / 26 ))
+  done
+  echo "vd$s"
+}
+
+names=$(for i in $(seq 0 499); do disk_name "$i"; done)
 {
   echo "<domain type='kvm'><name>bench-500</name><uuid>00000000-0000-4000-8000-000000000500</uuid>"
   echo "<memory>1048576</memory><os><type arch='x86_64'>hvm</type></os><devices>"
   echo "<emulator>/usr/bin/qemu-system-x86_64</emulator>"
-  for i in $(seq 0 499); do
+  i=0
+  for dev in $names; do
     echo "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
     echo "<source file='/var/lib/libvirt/images/bench/disk$i.qcow2'/>"
     echo "<backingStore type='file'><format type='qcow2'/><source file='/var/lib/libvirt/images/bench/base$i.qcow2'/><backingStore/></backingStore>"
-    echo "<target dev='vd$i' bus='virtio'/></disk>"
+    echo "<target dev='$dev' bus='virtio'/></disk>"
+    i=$((i + 1))
   done
   echo "</devices></domain>"
 } > "$work/disks500.xml"

@@ -58,7 +58,11 @@ fn golden_files() {
         .filter(|p| p.extension().is_some_and(|e| e == "xml"))
         .collect();
     xmls.sort();
-    assert!(xmls.len() >= 5, "expected the golden domains in {}", dir.display());
+    assert!(
+        xmls.len() >= 5,
+        "expected the golden domains in {}",
+        dir.display()
+    );
     let mut failures = Vec::new();
     for xml in &xmls {
         let text = std::fs::read_to_string(xml).expect("read golden XML");
