@@ -75,10 +75,15 @@ w_uevent='cat /sys/kernel/uevent_helper > /sys/kernel/uevent_helper'
 assert_denied "write to /proc/sysrq-trigger is denied" att sh -c "$w_sysrq"
 assert_denied "write to /proc/sys/kernel/sysrq is denied" att sh -c "$w_sysctl"
 assert_denied "write to /sys/kernel/uevent_helper is denied" att sh -c "$w_uevent"
-for w in "$w_sysrq" "$w_sysctl" "$w_uevent"; do
+for w in "$w_sysrq" "$w_sysctl"; do
     assert_ok "control: without the label the same write works ($w)" \
         lxc-attach -P "$lp" -n $ct --elevated-privileges=LSM -- sh -c "$w"
 done
+# uevent_helper is refused even without the label (something other than
+# AppArmor also guards it in a container), so there is no control for it;
+# record what the unlabelled write does.
+_run lxc-attach -P "$lp" -n $ct --elevated-privileges=LSM -- sh -c "$w_uevent"
+note "unlabelled uevent_helper write: rc=$LAST_RC ${LAST_OUT:0:120}"
 
 assert_ok "lxc-stop" lxc-stop -P "$lp" -n $ct -k
 wait_for 20 sh -c "grep -q '^post-stop' '$hooklog'"
