@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use std::os::unix::ffi::OsStrExt;
 
-use crate::guest::{display_path, Access, Guest, GuestKind, Resource, RunPath, Scope};
+use crate::guest::{
+    display_bytes, display_path, Access, Guest, GuestKind, Resource, RunPath, Scope,
+};
 
 use super::escape::{check_path, PathError, Pattern};
 use super::paths::{resolve, restriction, ResolveError};
@@ -123,17 +125,17 @@ pub fn vet(guest: &str, r: &Resource) -> Result<PathBuf, RuleError> {
     let bytes = r.path.as_os_str().as_bytes();
     check_path(bytes).map_err(|source| RuleError::BadPath {
         guest: guest.into(),
-        origin: r.origin.clone(),
+        origin: display_bytes(r.origin.as_bytes()),
         source,
     })?;
     let resolved = resolve(&r.path).map_err(|source| RuleError::Resolve {
         guest: guest.into(),
-        origin: r.origin.clone(),
+        origin: display_bytes(r.origin.as_bytes()),
         source,
     })?;
     check_path(resolved.as_os_str().as_bytes()).map_err(|source| RuleError::BadPath {
         guest: guest.into(),
-        origin: r.origin.clone(),
+        origin: display_bytes(r.origin.as_bytes()),
         source,
     })?;
     if let Some(reason) = restriction(&resolved, r.access.writes(), r.scope == Scope::Tree) {
@@ -148,7 +150,7 @@ pub fn vet(guest: &str, r: &Resource) -> Result<PathBuf, RuleError> {
         };
         return Err(RuleError::Restricted {
             guest: guest.into(),
-            origin: r.origin.clone(),
+            origin: display_bytes(r.origin.as_bytes()),
             path,
             reason,
         });

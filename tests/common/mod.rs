@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dfa;
+pub mod fuzzcheck;
 pub mod rulecheck;
 
 use std::path::{Path, PathBuf};

@@ -37,7 +37,7 @@ pub enum DomainError {
     #[error("domain XML is {0} bytes, over the limit of {MAX_XML_BYTES}")]
     TooLarge(usize),
     /// Not well-formed XML (or uses a DTD, which is refused).
-    #[error("domain XML does not parse: {0}")]
+    #[error("domain XML does not parse: {}", crate::guest::display_bytes(.0.to_string().as_bytes()))]
     Xml(#[from] roxmltree::Error),
     /// The root element is not `<domain>`.
     #[error("not a libvirt domain: root element is <{0}>")]
@@ -116,13 +116,15 @@ pub fn parse(xml: &str, opts: &ReadOptions) -> Result<Guest, DomainError> {
         });
     }
     let mut g = Guest::new(GuestKind::Qemu, name.clone());
+    // Messages show the name with control characters escaped: one line.
+    let shown = crate::guest::display_bytes(name.as_bytes());
     let uuid = child_text(root, "uuid").ok_or(DomainError::Missing {
-        guest: name.clone(),
+        guest: shown.clone(),
         what: "<uuid>",
     })?;
     g.uuid = Some(
         Uuid::parse_str(uuid.trim()).map_err(|_| DomainError::BadUuid {
-            guest: name.clone(),
+            guest: shown.clone(),
             value: uuid.to_string(),
         })?,
     );
@@ -249,9 +251,9 @@ impl Reader<'_> {
     /// A device error naming this guest.
     pub(crate) fn err(&self, origin: &str, reason: impl Into<String>) -> DomainError {
         DomainError::Device {
-            guest: self.g.name.clone(),
-            origin: origin.into(),
-            reason: reason.into(),
+            guest: crate::guest::display_bytes(self.g.name.as_bytes()),
+            origin: crate::guest::display_bytes(origin.as_bytes()),
+            reason: crate::guest::display_bytes(reason.into().as_bytes()),
         }
     }
 
