@@ -2,16 +2,10 @@
 //! whose every rule is one exact path or a fixed aa-virt glob.
 #![no_main]
 
-#[path = "../../tests/common/rulecheck.rs"]
-#[allow(dead_code)]
-mod rulecheck;
-#[path = "../../tests/common/fuzzcheck.rs"]
-#[allow(dead_code)]
-mod fuzzcheck;
-
 use std::sync::OnceLock;
 
 use aa_virt::policy::Templates;
+use aa_virt_fuzz::fuzzcheck;
 use libfuzzer_sys::fuzz_target;
 
 struct Env {

@@ -3,16 +3,10 @@
 //! either give a clear error or rules that each name exactly one path.
 #![no_main]
 
-#[path = "../../tests/common/rulecheck.rs"]
-#[allow(dead_code)]
-mod rulecheck;
-#[path = "../../tests/common/fuzzcheck.rs"]
-#[allow(dead_code)]
-mod fuzzcheck;
-
 use std::sync::OnceLock;
 
 use aa_virt::policy::Templates;
+use aa_virt_fuzz::fuzzcheck;
 use libfuzzer_sys::fuzz_target;
 
 struct Env {
