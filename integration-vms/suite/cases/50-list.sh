@@ -22,6 +22,9 @@ prep() { # NAME: busybox container without network
     echo 'lxc.net.0.type = empty' >> "$lp/$1/config"
 }
 assert_ok "lxc-create c1" prep c1
+# proc and sys read-write, so that a refused write is AppArmor's doing and
+# lands in the kernel log (as in 40-lxc).
+sed -i 's/^lxc\.mount\.auto = .*/lxc.mount.auto = cgroup:mixed proc:rw sys:rw/' "$lp/c1/config"
 on_exit lxc-destroy -P "$lp" -f -n c1
 on_exit lxc-stop -P "$lp" -k -n c1
 assert_ok "aa-virt lxc enable c1" "$AA_VIRT" lxc enable -P "$lp" c1 --inline
