@@ -22,9 +22,11 @@ prep() { # NAME: busybox container without network
     echo 'lxc.net.0.type = empty' >> "$lp/$1/config"
 }
 assert_ok "lxc-create c1" prep c1
-# proc and sys read-write, so that a refused write is AppArmor's doing and
-# lands in the kernel log (as in 40-lxc).
-sed -i 's/^lxc\.mount\.auto = .*/lxc.mount.auto = cgroup:mixed proc:rw sys:rw/' "$lp/c1/config"
+# As in 40-lxc: proc and sys read-write, so that a refused write is
+# AppArmor's doing and lands in the kernel log; no nesting.
+sed -i -e 's/^lxc\.mount\.auto = .*/lxc.mount.auto = cgroup:mixed proc:rw sys:rw/' \
+    -e 's/^lxc\.cap\.drop = .*/lxc.cap.drop = sys_module sys_time/' \
+    -e 's/^lxc\.apparmor\.allow_nesting = 1/lxc.apparmor.allow_nesting = 0/' "$lp/c1/config"
 on_exit lxc-destroy -P "$lp" -f -n c1
 on_exit lxc-stop -P "$lp" -k -n c1
 assert_ok "aa-virt lxc enable c1" "$AA_VIRT" lxc enable -P "$lp" c1 --inline
@@ -46,15 +48,18 @@ assert_match "kernel agrees: init's label is the stacked one, enforce" "$label" 
 assert_eq "c1 NS exists" yes "$(col 8 <<<"$r")"
 assert_ok "list --check passes while c1 is confined" "$AA_VIRT" list -P "$lp" --check --no-denials
 
-# A denial inside c1 is counted.
+# A denial inside c1 is counted. (Explicit `deny` rules are silent, so use
+# a mount the profile does not allow: debugfs away from /sys/kernel/debug.)
 kernel_log_mark
-lxc-attach -P "$lp" -n c1 -- sh -c 'echo h > /proc/sysrq-trigger' >/dev/null 2>&1
-assert_kernel_log "the denial is in the kernel log" 'apparmor="DENIED".*sysrq-trigger'
+lxc-attach -P "$lp" -n c1 -- mkdir -p /tmp/dbg >/dev/null 2>&1
+assert_denied "mounting debugfs on /tmp/dbg in c1 is denied" \
+    lxc-attach -P "$lp" -n c1 -- mount -t debugfs debugfs /tmp/dbg
+assert_kernel_log "the denial is in the kernel log" 'apparmor="DENIED".*operation="mount".*/tmp/dbg'
 r=$(row c1 -P "$lp")
 assert_match "c1 DENIALS counts it" "$(awk '{ print $NF }' <<<"$r")" '^[1-9][0-9]*$'
 st=$("$AA_VIRT" status c1 -P "$lp" 2>&1)
 assert_contains "status c1: confined" "$st" "confined:  yes"
-assert_contains "status c1: the denial with its path" "$st" "/proc/sysrq-trigger"
+assert_contains "status c1: the denial with its path" "$st" "/tmp/dbg"
 
 assert_ok "lxc-create c2" prep c2
 on_exit lxc-destroy -P "$lp" -f -n c2
