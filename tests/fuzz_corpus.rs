@@ -79,3 +79,51 @@ fn rules_corpus_compiles_and_is_exact() {
     assert!(ok > 0, "no corpus input renders a profile");
     eprintln!("rules corpus: {n} inputs, {ok} rendered, all compile, 0 widenings");
 }
+
+#[test]
+fn lxc_config_corpus_compiles_and_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let lxcpath = dir.path().canonicalize().unwrap();
+    fuzzcheck::scratch_tree(&lxcpath);
+    let t = Templates::load(None).unwrap();
+    let parser = Parser::new();
+    let (mut n, mut ok) = (0, 0);
+    for f in corpus("lxc_config") {
+        n += 1;
+        let data = std::fs::read(&f).unwrap();
+        let Ok(profiles) = fuzzcheck::lxc_config(&data, &t, &lxcpath) else {
+            continue;
+        };
+        for r in profiles {
+            r.check(&r.names.profile, &parser).unwrap_or_else(|e| {
+                panic!("{}: container profile does not compile: {e}", f.display())
+            });
+            let (rules, want): (Vec<String>, Vec<Vec<u8>>) = r
+                .rules
+                .rules()
+                .iter()
+                .filter_map(|r| r.pattern.exact_bytes().map(|b| (r.render(), b)))
+                .unzip();
+            if !rules.is_empty() {
+                check_language(&rules, &want)
+                    .unwrap_or_else(|e| panic!("{}: WIDENING: {e}", f.display()));
+            }
+        }
+        ok += 1;
+    }
+    assert!(ok > 0, "no corpus config renders a profile");
+    eprintln!("lxc_config corpus: {n} inputs, {ok} rendered, all compile, 0 widenings");
+}
+
+#[test]
+fn image_header_corpus_parses_without_panics() {
+    let (mut n, mut ok) = (0, 0);
+    for f in corpus("image_header") {
+        n += 1;
+        if fuzzcheck::image_header(&std::fs::read(&f).unwrap()).is_ok() {
+            ok += 1;
+        }
+    }
+    assert!(ok > 0, "no corpus header parses");
+    eprintln!("image_header corpus: {n} inputs, {ok} headers, the rest clear errors");
+}

@@ -174,3 +174,85 @@ pub fn scratch_tree(base: &Path) {
     let _ = symlink("/usr/share/OVMF/OVMF_CODE.fd", base.join("fw"));
     let _ = symlink("/proc/self/root", base.join("root"));
 }
+
+/// Image header bytes → header or error. The first byte picks the declared
+/// format; the rest is the file's beginning. The reader must never panic,
+/// and a backing name it returns is one it really found in the input.
+pub fn image_header(data: &[u8]) -> Result<aa_virt::libvirt::image::Header, String> {
+    use aa_virt::libvirt::image::{parse_header, ImageFormat};
+    let Some((&sel, rest)) = data.split_first() else {
+        return Err("empty".into());
+    };
+    let fmt = [
+        ImageFormat::Qcow2,
+        ImageFormat::Qcow,
+        ImageFormat::Qed,
+        ImageFormat::Vmdk,
+    ][usize::from(sel % 4)];
+    parse_header(fmt, rest).map_err(|e| {
+        let m = e.to_string();
+        assert_clear_error(&m);
+        m
+    })
+}
+
+/// LXC config text → container profile. The first line is the container's
+/// name, the rest its config (includes resolve against the real file
+/// system). Every bind rule must be one exact path or a directory tree, and
+/// appear in the profile text verbatim; the profile declares itself under
+/// the name aa-virt derived, once.
+pub fn lxc_config(
+    data: &[u8],
+    templates: &Templates,
+    lxcpath: &Path,
+) -> Result<Vec<aa_virt::lxc::Rendered>, String> {
+    use aa_virt::apparmor::features::ContainerMode;
+    use aa_virt::lxc::{self, profile::RenderOptions, Container};
+    let text = String::from_utf8_lossy(data);
+    let (name, body) = text.split_once('\n').unwrap_or((&text, ""));
+    let clear = |m: String| {
+        assert_clear_error(&m);
+        m
+    };
+    lxc::check_container_name(name).map_err(|e| clear(e.to_string()))?;
+    let config = lxcpath.join(name).join("config");
+    let entries = lxc::config::entries_of(body, &config).map_err(|e| clear(e.to_string()))?;
+    let ct = Container {
+        name: name.to_string(),
+        lxcpath: lxcpath.to_path_buf(),
+        config,
+        entries,
+    };
+    let mut out = Vec::new();
+    for mode in [ContainerMode::Stacked, ContainerMode::Plain] {
+        let r = lxc::profile::render(&ct, mode, templates, RenderOptions::default())
+            .map_err(|e| clear(e.to_string()))?;
+        for rule in r.rules.rules() {
+            let line = rule.render();
+            let parsed = super::rulecheck::parse_rule_line(&line)
+                .unwrap_or_else(|e| panic!("container {name:?}: bind rule {line}: {e}"));
+            assert!(
+                parsed.shape == "one path" || parsed.shape == "directory tree",
+                "container {name:?}: bind rule {line} has shape {}",
+                parsed.shape
+            );
+            assert!(
+                r.text.contains(&line),
+                "bind rule missing from the text: {line}"
+            );
+        }
+        let decl = format!("profile \"{}\" flags=(", r.names.profile);
+        let decls = r.text.lines().filter(|l| l.starts_with(&decl)).count();
+        let raw = lxc::config::all(&ct.entries, "lxc.apparmor.raw").count();
+        if raw == 0 {
+            let any = r
+                .text
+                .lines()
+                .filter(|l| l.trim_start().starts_with("profile "))
+                .count();
+            assert_eq!((decls, any), (1, 1), "profile declarations in:\n{}", r.text);
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
