@@ -81,6 +81,7 @@ impl Host {
         c.env("AA_VIRT_ROOT", self.root.path())
             .env("AA_VIRT_SYSROOT", self.sys.path())
             .env("AA_VIRT_PARSER", &self.k.parser)
+            .env("AA_VIRT_CONFIG", self.root.path().join("aa-virt.toml"))
             .env_remove("AA_VIRT_HELPER_STRICT_NAMES")
             .env_remove("AA_VIRT_TEMPLATES")
             .stdout(Stdio::piped())
@@ -791,4 +792,21 @@ fn fixes_to_the_reference_end_to_end() {
         "{rules:#?}"
     );
     assert!(!err.contains("deny"));
+}
+
+#[test]
+fn the_configuration_applies_as_for_the_hook() {
+    let h = Host::new();
+    let boot = xml(&disk(&h.img("1.img"), "vda"));
+    std::fs::write(
+        h.root.path().join("aa-virt.toml"),
+        format!("complain = [\"{UUID}\"]\n"),
+    )
+    .unwrap();
+    h.ok(&["-c", "-u", NAME], Some(&boot));
+    let p = std::fs::read_to_string(h.layout().profile_path(NAME)).unwrap();
+    assert!(p.contains("flags=(attach_disconnected,complain)"), "{p}");
+    h.compiles();
+    std::fs::write(h.root.path().join("aa-virt.toml"), "no_such_key = 1\n").unwrap();
+    h.fails(&["-r", "-u", NAME], Some(&boot), "aa-virt.toml");
 }

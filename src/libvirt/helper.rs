@@ -32,6 +32,7 @@ use uuid::Uuid;
 use super::profile::{self, Installed, Layout, ProfileError, Removed, Rendered};
 use super::{DomainError, ReadOptions};
 use crate::apparmor::{kernel, KernelStatus, Parser, ParserError};
+use crate::config::{Config, ConfigError};
 use crate::guest::{display_path, Access, Guest, Resource};
 use crate::policy::{rules, RuleError, RuleSet, TemplateError, Templates};
 use crate::store::{self, StoreError};
@@ -151,6 +152,9 @@ pub enum HelperError {
         /// The parser's complaint.
         source: ParserError,
     },
+    /// The configuration file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Writing the dry-run report failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -171,37 +175,55 @@ pub struct Context {
     pub strict_names: bool,
     /// Where the host's `/sys` is read to find host devices (`/`).
     pub sysfs_root: PathBuf,
+    /// The configuration (complain list).
+    pub config: Config,
 }
 
 impl Context {
-    /// The system: files under `/` (or `$AA_VIRT_ROOT`), the kernel seen
-    /// through `/sys` (or `$AA_VIRT_SYSROOT`, tests only), the parser from
-    /// `$AA_VIRT_PARSER` or the usual place, templates from
-    /// `$AA_VIRT_TEMPLATES` or the built-in ones, and strict names when
-    /// `$AA_VIRT_HELPER_STRICT_NAMES` is `1`.
+    /// The system, configured by `/etc/aa-virt/aa-virt.toml` (or
+    /// `$AA_VIRT_CONFIG`) like the hook: its parser, cache, templates,
+    /// extra abstractions and complain list. For tests, `$AA_VIRT_ROOT`
+    /// moves the profile files under a root and `$AA_VIRT_SYSROOT` the
+    /// kernel's `/sys`; `$AA_VIRT_HELPER_STRICT_NAMES=1` refuses the guest
+    /// names the reference refuses.
     pub fn from_env() -> Result<Context, HelperError> {
+        let path = Config::default_path();
+        let config = Config::load(&path)?;
         let nonempty = |v: &str| {
             std::env::var_os(v)
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)
         };
-        let layout = nonempty("AA_VIRT_ROOT")
-            .map(|r| Layout::under(&r))
-            .unwrap_or_default();
+        let layout = match nonempty("AA_VIRT_ROOT") {
+            Some(r) => Layout::under(&r),
+            None => Layout {
+                cache_dir: config.cache_dir.clone(),
+                ..Layout::default()
+            },
+        };
         let sysroot = nonempty(crate::cli::SYSROOT_ENV);
-        let kernel = sysroot
-            .as_deref()
-            .map(kernel::status_at)
-            .unwrap_or_else(kernel::status);
-        let templates = std::env::var_os("AA_VIRT_TEMPLATES").map(PathBuf::from);
+        let kernel = match &sysroot {
+            Some(r) => kernel::status_at(r),
+            None => config.kernel_status(),
+        };
+        let dir = config
+            .templates
+            .clone()
+            .or_else(|| nonempty("AA_VIRT_TEMPLATES"));
         Ok(Context {
             layout,
-            parser: Parser::new(),
+            parser: config.parser(),
             kernel,
-            templates: Templates::load(templates.as_deref())?,
+            templates: Templates::load(dir.as_deref())?.with_includes(config.abstractions.clone()),
             strict_names: std::env::var("AA_VIRT_HELPER_STRICT_NAMES").as_deref() == Ok("1"),
             sysfs_root: sysroot.unwrap_or_else(|| PathBuf::from("/")),
+            config,
         })
+    }
+
+    /// Is this guest listed for complain mode in the configuration?
+    fn complain(&self, g: &Guest) -> bool {
+        self.config.complain_for(&g.name, g.uuid.as_ref())
     }
 }
 
@@ -503,7 +525,7 @@ fn regenerate(
     dryrun: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, HelperError> {
-    let r = profile::render(guest, &ctx.templates, false)?;
+    let r = profile::render(guest, &ctx.templates, ctx.complain(guest))?;
     for s in &guest.skipped {
         tracing::info!("guest {}: {}: no rule: {}", guest.name, s.origin, s.reason);
     }
@@ -654,7 +676,9 @@ fn append_file(
     files.push('\n');
     let r = Rendered {
         name: name.to_string(),
-        profile: ctx.templates.libvirt_profile(&guest, name, false)?,
+        profile: ctx
+            .templates
+            .libvirt_profile(&guest, name, ctx.complain(&guest))?,
         files,
         rules: RuleSet::default(),
     };
