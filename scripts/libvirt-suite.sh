@@ -145,6 +145,22 @@ compare() { # NAME STRICT: every case the reference passes must pass here
     return $fail
 }
 
+# The local/ snippet aa-virt ships for running under libvirt's own helper
+# profile must compile inside that profile (taken from the same source).
+snippet=$here/templates/apparmor.d/local/usr.lib.libvirt.virt-aa-helper.aa-virt
+mkdir -p "$run/aa/local"
+sed -e 's|@libexecdir@|/usr/lib/libvirt|g' -e 's|@sysconfdir@|/etc|g' \
+    "$src/src/security/apparmor/usr.lib.libvirt.virt-aa-helper.in" >"$run/aa/usr.lib.libvirt.virt-aa-helper"
+cp "$snippet" "$run/aa/local/usr.lib.libvirt.virt-aa-helper"
+if apparmor_parser -Q -K -M /usr/share/apparmor-features/features -I "$run/aa" -I /etc/apparmor.d \
+    -o /dev/null "$run/aa/usr.lib.libvirt.virt-aa-helper" 2>"$run/aa.err"; then
+    echo "templates/apparmor.d/local/usr.lib.libvirt.virt-aa-helper.aa-virt compiles inside libvirt's helper profile"
+else
+    cat "$run/aa.err"
+    echo "FAIL: the local snippet does not compile inside libvirt's helper profile"
+    exit 1
+fi
+
 hostdev=
 echo "libvirt $version tests/virt-aa-helper-test, case by case:"
 echo "  reference $ref: $(runsuite ref "$ref")"

@@ -1,0 +1,185 @@
+#!/bin/sh
+# Time aa-virt's helper mode against Debian's virt-aa-helper, whole process,
+# one run at a time, as libvirt runs them.
+#
+#   scripts/bench-helper.sh [AA_VIRT_BINARY]      (default: target/release/aa-virt)
+#
+# The reference cannot load policy on a host without AppArmor, so both run in
+# the modes that work for both:
+#  - dry run (-d): parse, resolve, print; nothing written or compiled;
+#  - real mode with a compile-only parser: everything the tool does (files
+#    written atomically, locks, the parser run) except the kernel load. The
+#    parser is a wrapper that runs the real apparmor_parser with
+#    --skip-kernel-load and the shipped features file, passing through every
+#    other option each tool gives it (aa-virt's cache options included).
+#    aa-virt runs against a temporary root and a stand-in securityfs where
+#    the wrapper records loaded profiles; the reference runs in a private
+#    mount namespace (unshare -m) where a copy of /etc/apparmor.d, with
+#    libvirt's TEMPLATE.qemu and abstractions/libvirt-qemu from the cached
+#    libvirt source, is mounted over /etc/apparmor.d and the wrapper over
+#    /usr/sbin/apparmor_parser (aa-virt runs in the same namespace; it uses
+#    its own root and parser and is unaffected).
+# Each figure is the median wall time of $RUNS runs (default 7); the chain
+# figures are the total of one pass over the chain. Needs root, qemu-img and
+# the libvirt source that scripts/libvirt-suite.sh caches.
+set -eu
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+ref=${VIRT_AA_HELPER_REF:-/usr/lib/libvirt/virt-aa-helper}
+runs=${RUNS:-7}
+layers=${LAYERS:-150}
+cache=${LIBVIRT_SRC_CACHE:-/var/cache/aa-virt-test/libvirt-src}
+die() { echo "bench-helper: $*" >&2; exit 2; }
+
+bin=$(readlink -f "${1:-$here/target/release/aa-virt}")
+[ -x "$bin" ] || die "no aa-virt binary at $bin (cargo build --release)"
+[ -x "$ref" ] || die "no reference helper at $ref"
+[ "$(id -u)" = 0 ] || die "run as root (the reference needs a private mount namespace)"
+if [ "${AA_VIRT_BENCH_NS:-}" != 1 ]; then
+    # Everything runs in one private mount namespace, so the reference's
+    # view of /etc/apparmor.d and apparmor_parser costs it nothing per run.
+    AA_VIRT_BENCH_NS=1 exec unshare -m --propagation private sh "$0" "$bin"
+fi
+command -v qemu-img >/dev/null || die "qemu-img is required (qemu-utils)"
+src=$(ls -d "$cache"/libvirt-*/src/security/apparmor 2>/dev/null | head -n1)
+[ -n "$src" ] || die "no libvirt source under $cache (run scripts/libvirt-suite.sh --fetch-only)"
+real=$(command -v apparmor_parser || echo /usr/sbin/apparmor_parser)
+features=/usr/share/apparmor-features/features
+
+w=$(mktemp -d)
+trap 'rm -rf "$w"' EXIT
+uuid=00000000-0000-0000-0000-0123456789ab
+name=libvirt-$uuid
+
+# --- the world ------------------------------------------------------------
+cp "$real" "$w/apparmor_parser.real"
+# aa-virt: compile only, then record the profile as loaded.
+mkdir -p "$w/sys/sys/module/apparmor/parameters" "$w/sys/sys/kernel/security/apparmor" "$w/root"
+echo Y >"$w/sys/sys/module/apparmor/parameters/enabled"
+: >"$w/sys/sys/kernel/security/apparmor/profiles"
+cat >"$w/parser-ours" <<EOF
+#!/bin/sh
+last=; for a in "\$@"; do last=\$a; done
+'$w/apparmor_parser.real' --skip-kernel-load --features-file $features "\$@" || exit 1
+n=\$(sed -n 's/^profile \([^ ]*\) .*/\1/p' "\$last" | head -n1)
+grep -q "^\$n (" '$w/sys/sys/kernel/security/apparmor/profiles' ||
+    echo "\$n (enforce)" >>'$w/sys/sys/kernel/security/apparmor/profiles'
+EOF
+# The reference: compile only.
+cat >"$w/parser-ref" <<EOF
+#!/bin/sh
+exec '$w/apparmor_parser.real' --skip-kernel-load --features-file $features "\$@"
+EOF
+chmod 755 "$w/parser-ours" "$w/parser-ref"
+cp -a /etc/apparmor.d "$w/apparmor.d"
+mkdir -p "$w/apparmor.d/libvirt" "$w/apparmor.d/local/abstractions"
+cp "$src/TEMPLATE.qemu" "$w/apparmor.d/libvirt/TEMPLATE.qemu"
+cp "$src/libvirt-qemu" "$w/apparmor.d/abstractions/libvirt-qemu"
+touch "$w/apparmor.d/local/abstractions/libvirt-qemu"
+mount --bind "$w/apparmor.d" /etc/apparmor.d
+mount --bind "$w/parser-ref" /usr/sbin/apparmor_parser
+
+# Images: a typical guest's disks and a chain made with qemu-img.
+img=$w/img
+mkdir -p "$img"
+qemu-img create -q -f qcow2 "$img/base.qcow2" 64M
+qemu-img create -q -f qcow2 -b "$img/base.qcow2" -F qcow2 "$img/vm.qcow2"
+: >"$img/cd.iso"; : >"$img/hot.img"
+prev=
+i=0
+while [ $i -lt "$layers" ]; do
+    l=$(printf '%s/l%03d.qcow2' "$img" $i)
+    if [ -n "$prev" ]; then qemu-img create -q -f qcow2 -b "$prev" -F qcow2 "$l" 1M
+    else qemu-img create -q -f qcow2 "$l" 1M; fi
+    prev=$l
+    i=$((i + 1))
+done
+cat >"$w/typical.xml" <<EOF
+<domain type='kvm'>
+  <name>bench-vm</name>
+  <uuid>$uuid</uuid>
+  <memory>1048576</memory>
+  <os><type arch='x86_64' machine='q35'>hvm</type>
+    <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>
+    <nvram>/var/lib/libvirt/qemu/nvram/bench-vm_VARS.fd</nvram>
+  </os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+      <source file='$img/vm.qcow2'/>
+      <backingStore type='file'><format type='qcow2'/><source file='$img/base.qcow2'/><backingStore/></backingStore>
+      <target dev='vda' bus='virtio'/></disk>
+    <disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='$img/cd.iso'/><target dev='sda' bus='sata'/><readonly/></disk>
+    <interface type='network'><source network='default'/><model type='virtio'/></interface>
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/target/bench.org.qemu.guest_agent.0'/><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+  </devices>
+</domain>
+EOF
+
+# --- running each tool ----------------------------------------------------
+ln -s "$bin" "$w/virt-aa-helper"
+ours() { # ARGS...: one helper run as libvirt makes it
+    AA_VIRT_ROOT="$w/root" AA_VIRT_SYSROOT="$w/sys" AA_VIRT_PARSER="$w/parser-ours" \
+        AA_VIRT_CONFIG="$w/none.toml" "$w/virt-aa-helper" "$@" <"$w/typical.xml" >/dev/null 2>"$w/err" ||
+        { cat "$w/err" >&2; die "aa-virt failed: $*"; }
+}
+refrun() { # ARGS...: the reference
+    "$ref" "$@" <"$w/typical.xml" >/dev/null 2>"$w/err" ||
+        { cat "$w/err" >&2; die "reference failed: $*"; }
+}
+ours_files=$w/root/etc/apparmor.d/libvirt
+ref_files=$w/apparmor.d/libvirt
+reset_ours() { rm -f "$ours_files/$name" "$ours_files/$name.files"; : >"$w/sys/sys/kernel/security/apparmor/profiles"; }
+reset_ref() { rm -f "$ref_files/$name" "$ref_files/$name.files"; }
+
+now() { date +%s%N; }
+# median MS of the commands "$@" run $runs times, each preceded by $setup
+median() { # SETUP CMD...
+    setup=$1; shift
+    n=0; : >"$w/times"
+    while [ $n -lt "$runs" ]; do
+        eval "$setup"
+        t0=$(now); "$@"; t1=$(now)
+        echo $(((t1 - t0) / 1000)) >>"$w/times"
+        n=$((n + 1))
+    done
+    sort -n "$w/times" | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]/1000}'
+}
+# MS for one pass of -r -F over every layer, top first
+chainpass() { # ours|refrun
+    t0=$(now)
+    for l in $(ls -r "$img"/l*.qcow2); do "$1" -r -u "$name" -F "$l"; done
+    t1=$(now)
+    echo $(((t1 - t0) / 1000000))
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
+row() { printf '%-58s %10s %10s %7s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
+
+# The cache directory aa-virt's parser writes (its own, under the root).
+mkdir -p "$w/root/var/cache/aa-virt/apparmor"
+# Sanity: both tools produce a profile with the typical guest.
+reset_ours; ours -c -u "$name"; reset_ref; refrun -c -u "$name"
+
+printf '%-58s %10s %10s %7s\n' "operation (ms, median of $runs)" aa-virt reference ratio
+a=$(median 'reset_ours' ours -d -c -u "$name"); b=$(median 'reset_ref' refrun -d -c -u "$name")
+row "dry run -c, typical guest" "$a" "$b"
+a=$(median : ours -d -r -u "$name" -F "$img/hot.img"); b=$(median : refrun -d -r -u "$name" -F "$img/hot.img")
+row "dry run -r -F one file" "$a" "$b"
+a=$(median 'reset_ours' ours -c -u "$name"); b=$(median 'reset_ref' refrun -c -u "$name")
+row "-c typical guest, with compile" "$a" "$b"
+a=$(median 'reset_ours; ours -c -u "$name"' ours -r -u "$name" -F "$img/hot.img")
+b=$(median 'reset_ref; refrun -c -u "$name"' refrun -r -u "$name" -F "$img/hot.img")
+row "-r -F one new file, with compile" "$a" "$b"
+# A chain libvirt hotplugs: every layer is new, one run per layer.
+reset_ours; ours -c -u "$name"; a=$(chainpass ours)
+reset_ref; refrun -c -u "$name"; b=$(chainpass refrun)
+row "-r -F $layers-layer chain, first time (total)" "$a" "$b"
+# A block job or snapshot re-sends every layer: all already granted.
+a=$(chainpass ours); b=$(chainpass refrun)
+row "-r -F $layers-layer chain, re-sent (total)" "$a" "$b"
+parses=$(grep -c . "$w/sys/sys/kernel/security/apparmor/profiles" || true)
+echo "(aa-virt: $(wc -l <"$ours_files/$name.files") lines in .files after the chain; profiles recorded loaded: $parses)"
