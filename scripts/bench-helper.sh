@@ -4,6 +4,10 @@
 #
 #   scripts/bench-helper.sh [AA_VIRT_BINARY]      (default: target/release/aa-virt)
 #
+# aa-virt runs twice: as AA_VIRT_BINARY through a symlink named
+# virt-aa-helper, and as the lean aa-virt-helper binary beside it (the same
+# code without the libvirt and LXC client libraries linked in).
+#
 # The reference cannot load policy on a host without AppArmor, so both run in
 # the modes that work for both:
 #  - dry run (-d): parse, resolve, print; nothing written or compiled;
@@ -33,6 +37,8 @@ die() { echo "bench-helper: $*" >&2; exit 2; }
 
 bin=$(readlink -f "${1:-$here/target/release/aa-virt}")
 [ -x "$bin" ] || die "no aa-virt binary at $bin (cargo build --release)"
+lean=$(dirname "$bin")/aa-virt-helper
+[ -x "$lean" ] || die "no aa-virt-helper beside $bin (cargo build --release)"
 [ -x "$ref" ] || die "no reference helper at $ref"
 [ "$(id -u)" = 0 ] || die "run as root (the reference needs a private mount namespace)"
 if [ "${AA_VIRT_BENCH_NS:-}" != 1 ]; then
@@ -122,9 +128,10 @@ EOF
 
 # --- running each tool ----------------------------------------------------
 ln -s "$bin" "$w/virt-aa-helper"
+exe=$w/virt-aa-helper
 ours() { # ARGS...: one helper run as libvirt makes it
     AA_VIRT_ROOT="$w/root" AA_VIRT_SYSROOT="$w/sys" AA_VIRT_PARSER="$w/parser-ours" \
-        AA_VIRT_CONFIG="$w/none.toml" "$w/virt-aa-helper" "$@" <"$w/typical.xml" >/dev/null 2>"$w/err" ||
+        AA_VIRT_CONFIG="$w/none.toml" "$exe" "$@" <"$w/typical.xml" >/dev/null 2>"$w/err" ||
         { cat "$w/err" >&2; die "aa-virt failed: $*"; }
 }
 refrun() { # ARGS...: the reference
@@ -164,22 +171,30 @@ mkdir -p "$w/root/var/cache/aa-virt/apparmor"
 # Sanity: both tools produce a profile with the typical guest.
 reset_ours; ours -c -u "$name"; reset_ref; refrun -c -u "$name"
 
-printf '%-58s %10s %10s %7s\n' "operation (ms, median of $runs)" aa-virt reference ratio
-a=$(median 'reset_ours' ours -d -c -u "$name"); b=$(median 'reset_ref' refrun -d -c -u "$name")
-row "dry run -c, typical guest" "$a" "$b"
-a=$(median : ours -d -r -u "$name" -F "$img/hot.img"); b=$(median : refrun -d -r -u "$name" -F "$img/hot.img")
-row "dry run -r -F one file" "$a" "$b"
-a=$(median 'reset_ours' ours -c -u "$name"); b=$(median 'reset_ref' refrun -c -u "$name")
-row "-c typical guest, with compile" "$a" "$b"
-a=$(median 'reset_ours; ours -c -u "$name"' ours -r -u "$name" -F "$img/hot.img")
+row() { printf '%-44s %9s %9s %9s %7s %7s\n' "$1" "$2" "$3" "$4" "$(ratio "$2" "$4")" "$(ratio "$3" "$4")"; }
+both() { # SETUP ARGS...: median for aa-virt, then the lean binary
+    exe=$w/virt-aa-helper; x=$(median "$@")
+    exe=$lean; y=$(median "$@")
+    echo "$x $y"
+}
+chainboth() { # the same chain pass for both of ours
+    exe=$w/virt-aa-helper; reset_ours; ours -c -u "$name"; x1=$(chainpass ours); x2=$(chainpass ours)
+    exe=$lean; reset_ours; ours -c -u "$name"; y1=$(chainpass ours); y2=$(chainpass ours)
+}
+printf '%-44s %9s %9s %9s %7s %7s\n' "operation (ms, median of $runs)" aa-virt a-v-helper reference ratio ratio
+set -- $(both 'reset_ours' ours -d -c -u "$name"); b=$(median 'reset_ref' refrun -d -c -u "$name")
+row "dry run -c, typical guest" "$1" "$2" "$b"
+set -- $(both : ours -d -r -u "$name" -F "$img/hot.img"); b=$(median : refrun -d -r -u "$name" -F "$img/hot.img")
+row "dry run -r -F one file" "$1" "$2" "$b"
+set -- $(both 'reset_ours' ours -c -u "$name"); b=$(median 'reset_ref' refrun -c -u "$name")
+row "-c typical guest, with compile" "$1" "$2" "$b"
+set -- $(both 'reset_ours; ours -c -u "$name"' ours -r -u "$name" -F "$img/hot.img")
 b=$(median 'reset_ref; refrun -c -u "$name"' refrun -r -u "$name" -F "$img/hot.img")
-row "-r -F one new file, with compile" "$a" "$b"
-# A chain libvirt hotplugs: every layer is new, one run per layer.
-reset_ours; ours -c -u "$name"; a=$(chainpass ours)
-reset_ref; refrun -c -u "$name"; b=$(chainpass refrun)
-row "-r -F $layers-layer chain, first time (total)" "$a" "$b"
-# A block job or snapshot re-sends every layer: all already granted.
-a=$(chainpass ours); b=$(chainpass refrun)
-row "-r -F $layers-layer chain, re-sent (total)" "$a" "$b"
-parses=$(grep -c . "$w/sys/sys/kernel/security/apparmor/profiles" || true)
-echo "(aa-virt: $(wc -l <"$ours_files/$name.files") lines in .files after the chain; profiles recorded loaded: $parses)"
+row "-r -F one new file, with compile" "$1" "$2" "$b"
+# A chain libvirt hotplugs: every layer is new, one run per layer; then a
+# block job or snapshot re-sends every layer, all already granted.
+chainboth
+reset_ref; refrun -c -u "$name"; b1=$(chainpass refrun); b2=$(chainpass refrun)
+row "-r -F $layers-layer chain, first time (total)" "$x1" "$y1" "$b1"
+row "-r -F $layers-layer chain, re-sent (total)" "$x2" "$y2" "$b2"
+echo "(aa-virt: $(wc -l <"$ours_files/$name.files") lines in .files after the chain)"
