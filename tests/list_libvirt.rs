@@ -59,7 +59,7 @@ struct Node {
 /// A node file with up to `want` corpus domains the test driver accepts;
 /// every third one is shut off.
 fn corpus_node(dir: &Path, want: usize) -> Node {
-    let src = corpus().join("libvirt/qemuxmlconfdata");
+    let src = corpus().join("qemuxmlconfdata");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
         .unwrap_or_else(|e| panic!("corpus {}: {e}", src.display()))
         .map(|e| e.unwrap().path())

@@ -27,17 +27,18 @@ pub fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The shared corpus of libvirt's test XMLs: `$AA_VIRT_CORPUS`, or
-/// `shared/corpus` beside an ancestor of the project. Panics when missing:
-/// these tests must not pass without their data.
+/// The shared corpus of libvirt's test XMLs (the `corpus/libvirt`
+/// directory, as in tests/differential.rs and the Makefile):
+/// `$AA_VIRT_CORPUS`, or `shared/corpus/libvirt` beside an ancestor of the
+/// project. Panics when missing: these tests must not pass without their data.
 pub fn corpus() -> PathBuf {
     if let Some(p) = std::env::var_os("AA_VIRT_CORPUS") {
         return PathBuf::from(p);
     }
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.ancestors()
-        .map(|a| a.join("shared/corpus"))
-        .find(|p| p.join("libvirt/qemuxmlconfdata").is_dir())
+        .map(|a| a.join("shared/corpus/libvirt"))
+        .find(|p| p.join("qemuxmlconfdata").is_dir())
         .unwrap_or_else(|| {
             panic!(
                 "the libvirt corpus (shared/corpus/libvirt) is missing beside {}; set AA_VIRT_CORPUS",
