@@ -4,7 +4,10 @@
 # installed; run as root.
 set -euo pipefail
 
-BUILD="pkg-config libvirt-dev lxc-dev liblxc1 clang libclang-dev"
+# lxc-dev + clang/libclang-dev: lxc-sys runs bindgen on lxccontainer.h (only
+# its struct layout is used). libvirt and liblxc are dlopen'ed at run time,
+# not linked, so libvirt-dev is not needed to build.
+BUILD="pkg-config lxc-dev liblxc1 clang libclang-dev"
 # apparmor: the real apparmor_parser compiles every profile a test renders.
 # libvirt-daemon: Debian's virt-aa-helper, the differential oracle.
 # libvirt-daemon-system + libvirt-clients: the real libvirtd the hook tests drive.

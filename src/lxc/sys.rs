@@ -2,13 +2,19 @@
 //! containers of an lxcpath with their state, init pid and configuration
 //! items, read in-process (no `lxc-ls`/`lxc-info` spawns).
 //!
+//! liblxc is not linked: `liblxc.so.1` is loaded with `dlopen` the first
+//! time it is needed ([`api`]), so commands that never read containers do
+//! not load it at process start. Only `lxc-sys`'s struct layout of
+//! `struct lxc_container` (whose methods are function pointers) is used.
+//!
 //! Every raw call is in this file. Each container object returned by
 //! liblxc is released with `lxc_container_put`, and every array and string
 //! liblxc allocates is freed with `free`, on every path.
 
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, c_int, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -21,6 +27,9 @@ pub enum LxcError {
     /// A container name cannot be passed to C.
     #[error("container name {0:?} contains a NUL byte")]
     BadName(String),
+    /// liblxc could not be loaded.
+    #[error("{0}")]
+    NotInstalled(String),
     /// Listing failed.
     #[error("cannot list the containers in {lxcpath}: liblxc returned an error (is the directory readable?)")]
     List {
@@ -101,10 +110,62 @@ pub struct Container {
     pub apparmor_profile: Option<String>,
 }
 
-/// liblxc's version string.
+/// The liblxc functions we call (the rest are methods of the container).
+struct Api {
+    get_version: unsafe extern "C" fn() -> *const c_char,
+    get_global_config_item: unsafe extern "C" fn(*const c_char) -> *const c_char,
+    container_new:
+        unsafe extern "C" fn(*const c_char, *const c_char) -> *mut lxc_sys::lxc_container,
+    container_put: unsafe extern "C" fn(*mut lxc_sys::lxc_container) -> c_int,
+    list_all_containers: unsafe extern "C" fn(
+        *const c_char,
+        *mut *mut *mut c_char,
+        *mut *mut *mut lxc_sys::lxc_container,
+    ) -> c_int,
+    // Keeps the library mapped for the life of the process.
+    _lib: libloading::Library,
+}
+
+fn load() -> Result<Api, String> {
+    let missing = |e: libloading::Error| {
+        format!("liblxc is not installed (liblxc1): cannot list LXC containers ({e})")
+    };
+    // SAFETY: loading liblxc runs its constructors, which only set up its
+    // own state.
+    let lib = unsafe { libloading::Library::new("liblxc.so.1") }.map_err(missing)?;
+    macro_rules! sym {
+        ($name:literal) => {
+            // SAFETY: each symbol is declared above with the C signature of
+            // lxccontainer.h; the pointer is used only while `_lib` keeps
+            // the library loaded.
+            *unsafe { lib.get(concat!($name, "\0").as_bytes()) }.map_err(missing)?
+        };
+    }
+    Ok(Api {
+        get_version: sym!("lxc_get_version"),
+        get_global_config_item: sym!("lxc_get_global_config_item"),
+        container_new: sym!("lxc_container_new"),
+        container_put: sym!("lxc_container_put"),
+        list_all_containers: sym!("list_all_containers"),
+        _lib: lib,
+    })
+}
+
+/// liblxc, loaded on first use.
+fn api() -> Result<&'static Api, LxcError> {
+    static API: OnceLock<Result<Api, String>> = OnceLock::new();
+    API.get_or_init(load)
+        .as_ref()
+        .map_err(|e| LxcError::NotInstalled(e.clone()))
+}
+
+/// liblxc's version string; empty when liblxc is not installed.
 pub fn version() -> String {
+    let Ok(api) = api() else {
+        return String::new();
+    };
     // SAFETY: returns a pointer to a static NUL-terminated string (or NULL).
-    let p = unsafe { lxc_sys::lxc_get_version() };
+    let p = unsafe { (api.get_version)() };
     if p.is_null() {
         return String::new();
     }
@@ -113,12 +174,16 @@ pub fn version() -> String {
 }
 
 /// LXC's configured default lxcpath (`lxc.lxcpath` in `lxc.conf`, else the
-/// built-in `/var/lib/lxc`), as `lxc-config lxc.lxcpath` prints it.
+/// built-in `/var/lib/lxc`), as `lxc-config lxc.lxcpath` prints it. The
+/// built-in value when liblxc is not installed.
 pub fn default_lxcpath() -> PathBuf {
+    let Ok(api) = api() else {
+        return PathBuf::from("/var/lib/lxc");
+    };
     let key = c"lxc.lxcpath";
     // SAFETY: key is a valid C string; liblxc returns a pointer to a value
     // it caches for the life of the process (not to be freed), or NULL.
-    let p = unsafe { lxc_sys::lxc_get_global_config_item(key.as_ptr()) };
+    let p = unsafe { (api.get_global_config_item)(key.as_ptr()) };
     if p.is_null() {
         return PathBuf::from("/var/lib/lxc");
     }
@@ -128,13 +193,13 @@ pub fn default_lxcpath() -> PathBuf {
 }
 
 /// An owned `lxc_container *` (one reference), released on drop.
-struct Handle(*mut lxc_sys::lxc_container);
+struct Handle(*mut lxc_sys::lxc_container, &'static Api);
 
 impl Drop for Handle {
     fn drop(&mut self) {
         if !self.0.is_null() {
             // SAFETY: we own exactly one reference to this container.
-            unsafe { lxc_sys::lxc_container_put(self.0) };
+            unsafe { (self.1.container_put)(self.0) };
         }
     }
 }
@@ -241,12 +306,13 @@ pub fn list(lxcpath: &Path) -> Result<Vec<Container>, LxcError> {
     if !lxcpath.exists() {
         return Ok(Vec::new());
     }
+    let api = api()?;
     let cpath = c_path(lxcpath)?;
     let mut names: *mut *mut c_char = std::ptr::null_mut();
     let mut cret: *mut *mut lxc_sys::lxc_container = std::ptr::null_mut();
     // SAFETY: cpath is a valid C string; liblxc allocates both arrays (and
     // each name) with malloc and hands over one reference per container.
-    let n = unsafe { lxc_sys::list_all_containers(cpath.as_ptr(), &mut names, &mut cret) };
+    let n = unsafe { (api.list_all_containers)(cpath.as_ptr(), &mut names, &mut cret) };
     let count = usize::try_from(n).unwrap_or(0);
     let mut handles = Vec::with_capacity(count);
     for i in 0..count {
@@ -258,7 +324,7 @@ pub fn list(lxcpath: &Path) -> Result<Vec<Container>, LxcError> {
             if !cret.is_null() {
                 let c = *cret.add(i);
                 if !c.is_null() {
-                    handles.push(Handle(c));
+                    handles.push(Handle(c, api));
                 }
             }
         }
@@ -283,14 +349,15 @@ pub fn list(lxcpath: &Path) -> Result<Vec<Container>, LxcError> {
 
 /// One container by name; `Ok(None)` when it is not defined in `lxcpath`.
 pub fn get(lxcpath: &Path, name: &str) -> Result<Option<Container>, LxcError> {
+    let api = api()?;
     let cpath = c_path(lxcpath)?;
     let cname = CString::new(name).map_err(|_| LxcError::BadName(name.to_string()))?;
     // SAFETY: valid C strings; returns a new reference or NULL.
-    let p = unsafe { lxc_sys::lxc_container_new(cname.as_ptr(), cpath.as_ptr()) };
+    let p = unsafe { (api.container_new)(cname.as_ptr(), cpath.as_ptr()) };
     if p.is_null() {
         return Ok(None);
     }
-    let h = Handle(p);
+    let h = Handle(p, api);
     let defined = match h.c().is_defined {
         // SAFETY: a method of this live container.
         Some(f) => unsafe { f(h.0) },
