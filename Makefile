@@ -16,7 +16,9 @@ demo: build
 	scripts/demo.sh
 
 test: deps
-	$(CARGO) test --all-targets -- --test-threads=2
+	# RUST_TEST_THREADS, not --test-threads: the criterion bench binaries
+	# (run once each in test mode) reject libtest's flags.
+	RUST_TEST_THREADS=2 $(CARGO) test --all-targets
 	scripts/libvirt-suite.sh target/debug/aa-virt
 
 lint:
