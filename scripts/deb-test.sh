@@ -24,7 +24,10 @@ dpkg -i "$deb"
 echo "--- installed files:"
 dpkg -L aa-virt | grep -v '/$' || true
 check aa-virt --version
-check test -x /etc/libvirt/hooks/qemu.d/aa-virt -o ! -e libvirt-hooks/qemu
+# The hook is shipped, not enabled: `aa-virt install` enables hook mode,
+# and the drop-in helper mode must not have a hook fighting it.
+check test -x /usr/share/aa-virt/libvirt-hooks/qemu
+check test ! -e /etc/libvirt/hooks/qemu.d/aa-virt
 check test -f /etc/apparmor.d/abstractions/aa-virt-qemu
 check man -w aa-virt
 check man -w aa-virt-profile
