@@ -19,6 +19,7 @@ test: deps
 	# RUST_TEST_THREADS, not --test-threads: the criterion bench binaries
 	# (run once each in test mode) reject libtest's flags.
 	RUST_TEST_THREADS=2 $(CARGO) test --all-targets
+	@cat target/tmp/differential-summary.txt 2>/dev/null || true
 	scripts/libvirt-suite.sh target/debug/aa-virt
 
 lint:
