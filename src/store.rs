@@ -294,7 +294,8 @@ impl Txn {
         Txn::default()
     }
 
-    fn remember(&mut self, path: &Path) -> Result<(), StoreError> {
+    /// A file's current content (`None` when absent) and mode.
+    fn snapshot(path: &Path) -> Result<(Option<Vec<u8>>, u32), StoreError> {
         let old = match fs::read(path) {
             Ok(b) => Some(b),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -303,21 +304,28 @@ impl Txn {
         let mode = fs::metadata(path)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
             .unwrap_or(0o644);
+        Ok((old, mode))
+    }
+
+    fn remember(&mut self, path: &Path) -> Result<(), StoreError> {
+        let (old, mode) = Self::snapshot(path)?;
         self.undo.push((path.to_path_buf(), old, mode));
         Ok(())
     }
 
-    /// [`write_if_changed`], undone on rollback.
+    /// [`write_if_changed`], undone on rollback. The file is read once,
+    /// both to compare and to remember for the rollback.
     pub fn write_if_changed(
         &mut self,
         path: &Path,
         content: &[u8],
         mode: u32,
     ) -> Result<bool, StoreError> {
-        if fs::read(path).map(|old| old == content).unwrap_or(false) {
+        let (old, old_mode) = Self::snapshot(path)?;
+        if old.as_deref() == Some(content) {
             return Ok(false);
         }
-        self.remember(path)?;
+        self.undo.push((path.to_path_buf(), old, old_mode));
         write_atomic(path, content, mode).map(|_| true)
     }
 
