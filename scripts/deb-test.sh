@@ -10,10 +10,17 @@ deb=$(make -s deb-path)
 fail=0
 check() { if "$@"; then echo "ok: $*"; else echo "FAIL: $*"; fail=1; fi; }
 
+# What purge removes by design (postrm): aa-virt's own configuration, cache
+# and locks. They are left out of the before/after comparison, since state
+# from an earlier aa-virt on this machine is meant to go with the purge,
+# and checked separately: after purge none of them may exist.
+PURGED=(/etc/aa-virt /var/cache/aa-virt /run/aa-virt)
+
 snapshot() {
   # Missing directories (before install) are expected: find's status is ignored.
   { find /etc /usr /var/lib/aa-virt /var/cache/aa-virt /run/aa-virt -xdev 2>/dev/null || true; } \
-    | grep -v -e '^/usr/share/man/index' -e '^/var/cache/man' | LC_ALL=C sort
+    | grep -v -e '^/usr/share/man/index' -e '^/var/cache/man' \
+    | grep -v -E "^($(IFS='|'; echo "${PURGED[*]}"))(/|\$)" | LC_ALL=C sort
 }
 
 dpkg -s aa-virt >/dev/null 2>&1 && { echo "deb-test: aa-virt is already installed; purge it first" >&2; exit 1; }
@@ -43,6 +50,7 @@ rm -rf "$tmp"
 grep -q 'conffiles' <(dpkg-deb -I "$deb") && check sh -c "dpkg-deb -I '$deb' conffiles | grep -q /etc/apparmor.d/abstractions/aa-virt-qemu"
 
 dpkg --purge aa-virt
+for p in "${PURGED[@]}"; do check test ! -e "$p"; done
 snapshot > "$after"
 if ! diff -u "$before" "$after"; then
   echo "FAIL: files left behind or removed by install+purge (diff above)"

@@ -4,8 +4,9 @@
 #
 #   unshare --mount --propagation private scripts/libvirtd-test.sh AA_VIRT FAKE_PARSER FAKE_FS
 #
-# In that private mount namespace /etc is an overlay (so `aa-virt install`
-# and the daemon's config changes never touch the host) and /run,
+# In that private mount namespace /etc and /var/lib are overlays (so
+# `aa-virt install`, its manifest and the daemon's config changes never
+# touch the host) and /run,
 # /var/lib/libvirt, /var/log and /var/cache are private tmpfs, so this
 # libvirtd (started and stopped here) is invisible to the host and to other
 # runs. The guest is a tiny TCG domain with no OS.
@@ -41,9 +42,12 @@ done
     || fail "not in a private mount namespace: run under unshare --mount --propagation private"
 
 W=$(mktemp -d /tmp/aa-virt-libvirtd.XXXXXX)
-mkdir -p "$W/etc-up" "$W/etc-work"
-mount -t overlay overlay -o "lowerdir=/etc,upperdir=$W/etc-up,workdir=$W/etc-work" /etc \
-    || fail "cannot mount an overlay on /etc"
+for d in /etc /var/lib; do
+    n=$(basename "$d")
+    mkdir -p "$W/$n-up" "$W/$n-work"
+    mount -t overlay overlay -o "lowerdir=$d,upperdir=$W/$n-up,workdir=$W/$n-work" "$d" \
+        || fail "cannot mount an overlay on $d"
+done
 for d in /run /var/lib/libvirt /var/log /var/cache; do
     mkdir -p "$d"
     mount -t tmpfs -o mode=0755 tmpfs "$d"

@@ -59,9 +59,17 @@ fn busybox(name: &str) -> (tempfile::TempDir, PathBuf) {
     (d, lxcpath)
 }
 
+/// A state root (`AA_VIRT_ROOT`) for this test process, so that locks and
+/// profiles never land in the host's `/run/aa-virt` or `/var/lib/aa-virt`.
+fn state_root() -> &'static Path {
+    static ROOT: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
 fn aa(args: &[&str], envs: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(BIN);
     c.args(args)
+        .env("AA_VIRT_ROOT", state_root())
         .env_remove("AA_VIRT_SYSROOT")
         .env_remove("AA_VIRT_ALLOW_UNCONFINED");
     for (k, v) in envs {
@@ -551,8 +559,8 @@ fn lxc_start_fails_closed_without_apparmor_or_runs_allowed_unconfined() {
         ])
         .arg(&lxclog);
         c.env("AA_VIRT_HOOK_LOG", &log)
-            .env_remove("AA_VIRT_SYSROOT")
-            .env_remove("AA_VIRT_ROOT");
+            .env("AA_VIRT_ROOT", state_root())
+            .env_remove("AA_VIRT_SYSROOT");
         if allow {
             c.env("AA_VIRT_ALLOW_UNCONFINED", "1");
         } else {
