@@ -4,9 +4,8 @@
 #
 #   scripts/bench-helper.sh [AA_VIRT_BINARY]      (default: target/release/aa-virt)
 #
-# aa-virt runs twice: as AA_VIRT_BINARY through a symlink named
-# virt-aa-helper, and as the lean aa-virt-helper binary beside it (the same
-# code without the libvirt and LXC client libraries linked in).
+# aa-virt runs as AA_VIRT_BINARY through a symlink named virt-aa-helper,
+# as libvirt runs it once it is in place of libvirt's helper.
 #
 # The reference cannot load policy on a host without AppArmor, so both run in
 # the modes that work for both:
@@ -37,8 +36,6 @@ die() { echo "bench-helper: $*" >&2; exit 2; }
 
 bin=$(readlink -f "${1:-$here/target/release/aa-virt}")
 [ -x "$bin" ] || die "no aa-virt binary at $bin (cargo build --release)"
-lean=$(dirname "$bin")/aa-virt-helper
-[ -x "$lean" ] || die "no aa-virt-helper beside $bin (cargo build --release)"
 [ -x "$ref" ] || die "no reference helper at $ref"
 [ "$(id -u)" = 0 ] || die "run as root (the reference needs a private mount namespace)"
 if [ "${AA_VIRT_BENCH_NS:-}" != 1 ]; then
@@ -164,37 +161,27 @@ chainpass() { # ours|refrun
     echo $(((t1 - t0) / 1000000))
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
-row() { printf '%-58s %10s %10s %7s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
 
 # The cache directory aa-virt's parser writes (its own, under the root).
 mkdir -p "$w/root/var/cache/aa-virt/apparmor"
 # Sanity: both tools produce a profile with the typical guest.
 reset_ours; ours -c -u "$name"; reset_ref; refrun -c -u "$name"
 
-row() { printf '%-44s %9s %9s %9s %7s %7s\n' "$1" "$2" "$3" "$4" "$(ratio "$2" "$4")" "$(ratio "$3" "$4")"; }
-both() { # SETUP ARGS...: median for aa-virt, then the lean binary
-    exe=$w/virt-aa-helper; x=$(median "$@")
-    exe=$lean; y=$(median "$@")
-    echo "$x $y"
-}
-chainboth() { # the same chain pass for both of ours
-    exe=$w/virt-aa-helper; reset_ours; ours -c -u "$name"; x1=$(chainpass ours); x2=$(chainpass ours)
-    exe=$lean; reset_ours; ours -c -u "$name"; y1=$(chainpass ours); y2=$(chainpass ours)
-}
-printf '%-44s %9s %9s %9s %7s %7s\n' "operation (ms, median of $runs)" aa-virt a-v-helper reference ratio ratio
-set -- $(both 'reset_ours' ours -d -c -u "$name"); b=$(median 'reset_ref' refrun -d -c -u "$name")
-row "dry run -c, typical guest" "$1" "$2" "$b"
-set -- $(both : ours -d -r -u "$name" -F "$img/hot.img"); b=$(median : refrun -d -r -u "$name" -F "$img/hot.img")
-row "dry run -r -F one file" "$1" "$2" "$b"
-set -- $(both 'reset_ours' ours -c -u "$name"); b=$(median 'reset_ref' refrun -c -u "$name")
-row "-c typical guest, with compile" "$1" "$2" "$b"
-set -- $(both 'reset_ours; ours -c -u "$name"' ours -r -u "$name" -F "$img/hot.img")
+row() { printf '%-44s %9s %9s %7s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
+printf '%-44s %9s %9s %7s\n' "operation (ms, median of $runs)" aa-virt reference ratio
+a=$(median 'reset_ours' ours -d -c -u "$name"); b=$(median 'reset_ref' refrun -d -c -u "$name")
+row "dry run -c, typical guest" "$a" "$b"
+a=$(median : ours -d -r -u "$name" -F "$img/hot.img"); b=$(median : refrun -d -r -u "$name" -F "$img/hot.img")
+row "dry run -r -F one file" "$a" "$b"
+a=$(median 'reset_ours' ours -c -u "$name"); b=$(median 'reset_ref' refrun -c -u "$name")
+row "-c typical guest, with compile" "$a" "$b"
+a=$(median 'reset_ours; ours -c -u "$name"' ours -r -u "$name" -F "$img/hot.img")
 b=$(median 'reset_ref; refrun -c -u "$name"' refrun -r -u "$name" -F "$img/hot.img")
-row "-r -F one new file, with compile" "$1" "$2" "$b"
+row "-r -F one new file, with compile" "$a" "$b"
 # A chain libvirt hotplugs: every layer is new, one run per layer; then a
 # block job or snapshot re-sends every layer, all already granted.
-chainboth
+reset_ours; ours -c -u "$name"; a1=$(chainpass ours); a2=$(chainpass ours)
 reset_ref; refrun -c -u "$name"; b1=$(chainpass refrun); b2=$(chainpass refrun)
-row "-r -F $layers-layer chain, first time (total)" "$x1" "$y1" "$b1"
-row "-r -F $layers-layer chain, re-sent (total)" "$x2" "$y2" "$b2"
+row "-r -F $layers-layer chain, first time (total)" "$a1" "$b1"
+row "-r -F $layers-layer chain, re-sent (total)" "$a2" "$b2"
 echo "(aa-virt: $(wc -l <"$ours_files/$name.files") lines in .files after the chain)"

