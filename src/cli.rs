@@ -479,6 +479,12 @@ pub fn main() -> i32 {
     if Path::new(&argv0).file_name() == Some("virt-aa-helper".as_ref()) {
         return libvirt::helper::main("virt-aa-helper", std::env::args_os().skip(1).collect());
     }
+    // `aa-virt helper ARGS` hands ARGS to the helper untouched: clap would
+    // otherwise take aa-virt's global flags (-v, -q, ...) out of them, and
+    // the helper must see exactly the command line libvirt gave it.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "helper") {
+        return libvirt::helper::main("aa-virt helper", std::env::args_os().skip(2).collect());
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

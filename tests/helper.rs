@@ -237,6 +237,21 @@ fn command_line_and_exit_codes() {
         "{}",
         o.stdout
     );
+    // `aa-virt helper ARGS` gives ARGS to the helper as they are: aa-virt's
+    // own global flags mean nothing there, as in the reference.
+    for flag in ["-v", "-q", "--verbose"] {
+        let o = h.run_with(
+            h.cmd(Path::new(env!("CARGO_BIN_EXE_aa-virt"))),
+            &["helper", flag, "-d", "-c", "-u", NAME],
+            Some(&x),
+        );
+        assert_eq!(o.code, 1, "aa-virt helper {flag}: {}", o.stderr);
+        assert!(
+            o.stderr.contains(&format!("unknown option {flag}")),
+            "{}",
+            o.stderr
+        );
+    }
     // Unknown, removed and malformed options: exit 1.
     h.fails(&["-z"], None, "unknown option -z");
     h.fails(&["-A"], None, "unknown option -A");
