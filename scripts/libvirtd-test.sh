@@ -112,28 +112,9 @@ NAME=aavt-$$
 UUID=$(cat /proc/sys/kernel/random/uuid)
 PROFILE=libvirt-$UUID
 qemu-img create -q -f raw "$W/disk.img" 16M
-domxml() { # name uuid disk
-    cat <<EOF
-<domain type='qemu'>
-  <name>$1</name>
-  <uuid>$2</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <features><acpi/></features>
-  <devices>
-    <emulator>$(command -v qemu-system-x86_64)</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='$3'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-EOF
-}
-domxml "$NAME" "$UUID" "$W/disk.img" > "$W/dom.xml"
+# shellcheck source=../integration-vms/suite/tiny-domain.sh
+. "$(dirname "$0")/../integration-vms/suite/tiny-domain.sh"
+tiny_domain "$NAME" "$UUID" "$W/disk.img" > "$W/dom.xml"
 virsh define "$W/dom.xml" >/dev/null || fail "virsh define"
 
 # --- 1. no AppArmor, fail closed (the default): the start is refused ---------
@@ -199,7 +180,7 @@ ok "restore: the hook echoed the XML unchanged and the guest came back with its 
 # --- 5. a restricted disk: no start, aa-virt's reason in libvirt's error ----
 BAD=aavt-$$-bad
 BAD_UUID=$(cat /proc/sys/kernel/random/uuid)
-domxml "$BAD" "$BAD_UUID" /etc/shadow > "$W/bad.xml"
+tiny_domain "$BAD" "$BAD_UUID" /etc/shadow > "$W/bad.xml"
 virsh define "$W/bad.xml" >/dev/null || fail "virsh define (bad)"
 for mode in closed open; do
     set_conf "fail = \"$mode\"" "securityfs = \"$FAKE_FS\"" "apparmor_parser = \"$FAKE_PARSER\""

@@ -30,11 +30,15 @@
 #   kernel_log_mark         remember the current log length; assert_kernel_log
 #                           only looks at lines after the last mark
 #   wait_for TIMEOUT_S CMD...   poll CMD until it succeeds
+#   tiny_domain NAME UUID DISK [FORMAT] [DEVICES] [TOPLEVEL]
+#                           the smallest guest XML (tiny-domain.sh)
 #
 # Environment: $SHARE (the 9p share), $AA_VIRT (= $SHARE/bin/aa-virt),
 # $CASE (case name), $CASE_TMP (scratch dir, removed after the case).
 
 AA_SECFS=/sys/kernel/security/apparmor
+# shellcheck source=tiny-domain.sh
+. "$SUITE_DIR/tiny-domain.sh"
 
 _record() { # STATUS MSG
     printf '%s %s: %s\n' "$1" "$CASE" "$2" >> "$AA_ITEST_RESULTS"

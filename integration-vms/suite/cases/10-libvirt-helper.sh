@@ -57,20 +57,7 @@ qemu-img create -q -f qcow2 "$DIR/neighbour.qcow2" 16M
 qemu-img create -q -f raw "$DIR/hot.img" 8M
 printf HOT | dd of="$DIR/hot.img" conv=notrunc status=none
 : > "$DIR/serial.log"
-cat > "$CASE_TMP/dom.xml" <<EOF
-<domain type='qemu'>
-  <name>$NAME</name>
-  <uuid>$UUID</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <devices>
-    <emulator>$(command -v qemu-system-x86_64)</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='$DIR/top.qcow2'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
+tiny_domain "$NAME" "$UUID" "$DIR/top.qcow2" qcow2 "\
     <controller type='scsi' index='0' model='virtio-scsi'/>
     <filesystem type='mount' accessmode='passthrough'>
       <source dir='$DIR/share'/>
@@ -79,11 +66,7 @@ cat > "$CASE_TMP/dom.xml" <<EOF
     <serial type='file'>
       <source path='$DIR/serial.log'/>
       <target port='0'/>
-    </serial>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-EOF
+    </serial>" > "$CASE_TMP/dom.xml"
 
 START_MARK=$(kernel_log | wc -l)
 on_exit virsh undefine "$NAME"

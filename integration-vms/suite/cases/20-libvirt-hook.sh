@@ -11,29 +11,6 @@ PROFILE=libvirt-$UUID
 IMG=/var/lib/libvirt/images/aavt-hook.img
 FILES=/etc/apparmor.d/libvirt/$PROFILE.files
 
-domxml() { # NAME UUID DISK SECLABEL
-    cat <<EOF
-<domain type='qemu'>
-  <name>$1</name>
-  <uuid>$2</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <features><acpi/></features>
-  <devices>
-    <emulator>$(command -v qemu-system-x86_64)</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='$3'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <memballoon model='none'/>
-  </devices>
-  $4
-</domain>
-EOF
-}
-
 qemu-img create -q -f raw "$IMG" 16M
 on_exit rm -f "$IMG"
 
@@ -52,7 +29,7 @@ ldpid=$(pidof libvirtd)
 assert_eq "libvirtd runs under its enforced profile" "libvirtd (enforce)" "$(aa_label "$ldpid")"
 
 SECLABEL="<seclabel type='static' model='apparmor' relabel='no'><label>$PROFILE</label></seclabel>"
-domxml "$NAME" "$UUID" "$IMG" "$SECLABEL" > "$CASE_TMP/dom.xml"
+tiny_domain "$NAME" "$UUID" "$IMG" raw "" "$SECLABEL" > "$CASE_TMP/dom.xml"
 
 # libvirt checks a static label when the domain is defined, so load the
 # profile first, as the README says: the hook's own prepare, by hand.
@@ -97,7 +74,7 @@ assert_ok "virsh destroy again" virsh destroy "$NAME"
 # A restricted disk path: no start, aa-virt's reason in libvirt's error.
 BAD=aavt-hook-bad
 BAD_UUID=6f2a4b3c-8d5e-4f70-9bac-1d2e3f4a5b6c
-domxml "$BAD" "$BAD_UUID" /etc/shadow "<seclabel type='none' model='apparmor'/>" > "$CASE_TMP/bad.xml"
+tiny_domain "$BAD" "$BAD_UUID" /etc/shadow raw "" "<seclabel type='none' model='apparmor'/>" > "$CASE_TMP/bad.xml"
 on_exit virsh undefine "$BAD"
 assert_ok "virsh define a guest whose disk is /etc/shadow" virsh define "$CASE_TMP/bad.xml"
 assert_fails "virsh start refuses it" virsh start "$BAD"

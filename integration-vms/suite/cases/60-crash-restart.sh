@@ -28,25 +28,9 @@ assert_exists "the qemu hook is installed" /etc/libvirt/hooks/qemu.d/aa-virt
 assert_ok "libvirtd restarts (hooks are found at start)" systemctl restart libvirtd
 wait_for 30 virsh version || fail "libvirtd does not answer after restart"
 
-cat > "$CASE_TMP/dom.xml" <<EOF
-<domain type='qemu'>
-  <name>$NAME</name>
-  <uuid>$UUID</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <emulator>$(command -v qemu-system-x86_64)</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='$IMG'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <memballoon model='none'/>
-  </devices>
-  <seclabel type='static' model='apparmor' relabel='no'><label>$PROFILE</label></seclabel>
-</domain>
-EOF
+tiny_domain "$NAME" "$UUID" "$IMG" raw "" \
+    "<seclabel type='static' model='apparmor' relabel='no'><label>$PROFILE</label></seclabel>" \
+    > "$CASE_TMP/dom.xml"
 # libvirt checks a static label at define time: load it first (the hook's prepare).
 assert_ok "preload the profile (aa-virt hook ... prepare)" \
     sh -c "'$AA_VIRT' hook qemu '$NAME' prepare begin - < '$CASE_TMP/dom.xml'"
