@@ -84,6 +84,9 @@ pub enum Command {
     Status(StatusArgs),
     /// LXC containers: enable or disable confinement, show a container's profile.
     Lxc(crate::lxc::cmd::LxcArgs),
+    /// Reload running guests' policy from the profile files on disk (after
+    /// editing /etc/apparmor.d/local/ or upgrading the abstraction).
+    Reload(ReloadArgs),
 }
 
 /// `aa-virt helper`: everything after it goes to the helper's own parser.
@@ -172,6 +175,69 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `aa-virt reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Guests to reload: libvirt domain name or UUID, profile name, or LXC
+    /// container name (default: every guest whose profile is loaded).
+    #[arg(value_name = "GUEST")]
+    pub guests: Vec<String>,
+    /// Print what would be reloaded; load nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// libvirt URI naming guests (repeatable; default as for `list`).
+    #[arg(short = 'c', long = "connect", value_name = "URI")]
+    pub connect: Vec<String>,
+    /// LXC container directory (repeatable; default as for `list`).
+    #[arg(short = 'P', long = "lxcpath", value_name = "DIR")]
+    pub lxcpath: Vec<PathBuf>,
+    /// Configuration file (its parser and cache directory are used).
+    #[arg(long, env = "AA_VIRT_CONFIG", value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
+    use crate::reload::{self, Outcome};
+    let config = crate::config::Config::load(&a.config)?;
+    let targets = Targets {
+        connect: a.connect.clone(),
+        lxcpath: a.lxcpath.clone(),
+        log: None,
+        no_denials: true,
+        root: None,
+    };
+    let mut list = targets.options();
+    // The libvirt helper and hook cache where the configuration says,
+    // unless everything is moved under $AA_VIRT_ROOT.
+    if std::env::var_os(crate::lxc::ROOT_ENV).is_none_or(|v| v.is_empty()) {
+        list.layout.cache_dir = config.cache_dir.clone();
+    }
+    let opts = reload::Options {
+        list,
+        parser: config.parser(),
+        dry_run: a.dry_run,
+    };
+    let rep = reload::reload(&opts, &a.guests)?;
+    for w in &rep.warnings {
+        tracing::warn!("{w}");
+    }
+    for (t, o) in &rep.done {
+        let (g, p, f) = (&t.guest, &t.profile, t.path.display());
+        match o {
+            Outcome::Reloaded => tracing::info!("guest {g}: reloaded {p} from {f}"),
+            Outcome::WouldReload => tracing::info!("guest {g}: would reload {p} from {f}"),
+            Outcome::NotLoaded => tracing::info!(
+                "guest {g}: {p} is not loaded, left alone (it loads at the guest's next start)"
+            ),
+            Outcome::Failed(e) => tracing::error!("{e}"),
+        }
+    }
+    if rep.done.is_empty() {
+        tracing::info!("no loaded aa-virt guest profile to reload");
+    }
+    Ok(if rep.failed() { EXIT_ERROR } else { EXIT_OK })
 }
 
 fn cmd_list(a: &ListArgs) -> Result<i32, CliError> {
@@ -445,8 +511,9 @@ fn init_logging(g: &Global, command: &Command) {
         "error"
     } else {
         match g.verbose {
-            // A hook's one line per guest event is its log (daemon log, journal).
-            0 if matches!(command, Command::Hook(_)) => "info",
+            // A hook's one line per guest event is its log (daemon log,
+            // journal); so is reload's one line per profile.
+            0 if matches!(command, Command::Hook(_) | Command::Reload(_)) => "info",
             0 => "warn",
             1 => "info",
             2 => "debug",
@@ -514,6 +581,7 @@ pub fn main() -> i32 {
         Command::Uninstall(a) => cmd_install(&cli.global, a, true),
         Command::List(a) => cmd_list(a),
         Command::Status(a) => cmd_status(a),
+        Command::Reload(a) => cmd_reload(a),
         Command::Lxc(a) => crate::lxc::cmd::run_lxc(cli.global.templates.as_deref(), a),
     };
     match res {

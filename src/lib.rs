@@ -16,4 +16,5 @@ pub mod list;
 pub mod lxc;
 pub mod manpages;
 pub mod policy;
+pub mod reload;
 pub mod store;

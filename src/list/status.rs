@@ -117,7 +117,7 @@ fn file_info(role: &'static str, p: PathBuf) -> FileInfo {
 }
 
 /// Find `name` (a name or a UUID) among the listed guests.
-fn pick(all: Vec<GuestRow>, name: &str, where_: &str) -> Result<GuestRow, ListError> {
+pub fn pick(all: Vec<GuestRow>, name: &str, where_: &str) -> Result<GuestRow, ListError> {
     let mut hits: Vec<GuestRow> = all
         .into_iter()
         .filter(|g| {

@@ -1,0 +1,326 @@
+//! `aa-virt reload`: replace the running guests' policy from what is on
+//! disk, after an admin edited `/etc/apparmor.d/local/libvirt-<uuid>` or a
+//! package upgraded `abstractions/aa-virt-qemu`.
+//!
+//! `systemctl reload apparmor` skips the subdirectories guest profiles live
+//! in, so without this a running guest keeps its old policy until it
+//! restarts. Only profiles the kernel has loaded are replaced (one not
+//! loaded is loaded by the guest's next start), each one on its own, under
+//! the guest's lock, with `apparmor_parser --replace` on the file as it is:
+//! nothing is rendered or written, so admin edits are kept. A profile that
+//! does not compile is reported and keeps running its previous policy (the
+//! kernel swaps a profile atomically or not at all).
+//!
+//! Guests are found the way `list` and `status` find them (libvirt domains
+//! of local URIs, LXC containers of the lxcpaths), plus any
+//! `libvirt-<uuid>` profile file whose domain libvirt did not list (the
+//! daemon may be down while QEMU runs on).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::apparmor::{kernel, KernelStatus, Parser, ParserError, SecurityfsError};
+use crate::guest::GuestKind;
+use crate::libvirt::conn;
+use crate::list::{self, ListError};
+use crate::store::{self, StoreError};
+
+/// Errors of `reload`; each names the guest and the profile file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The kernel cannot load policy.
+    #[error("AppArmor not available: {0}; there is no loaded guest policy to reload")]
+    NoKernel(String),
+    /// The loaded profiles could not be read.
+    #[error(transparent)]
+    Securityfs(#[from] SecurityfsError),
+    /// Guests could not be listed, or a GUEST matched none or several.
+    #[error(transparent)]
+    List(#[from] ListError),
+    /// The guest's lock could not be taken.
+    #[error("guest {guest} ({profile}): not reloaded: {source}")]
+    Lock {
+        /// Guest name.
+        guest: String,
+        /// Profile name.
+        profile: String,
+        /// Why.
+        source: StoreError,
+    },
+    /// The parser rejected the profile; the kernel keeps the previous one.
+    #[error("guest {guest}: {} does not load, guest keeps its previous policy; fix {hint} and run `aa-virt reload` again: {source}", path.display())]
+    Replace {
+        /// Guest name.
+        guest: String,
+        /// The profile file.
+        path: PathBuf,
+        /// What to fix (the admin's local file, or the abstractions).
+        hint: String,
+        /// The parser's complaint.
+        source: Box<ParserError>,
+    },
+}
+
+/// One aa-virt profile that may be reloaded.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The guest's name (the profile name when no guest lists it).
+    pub guest: String,
+    /// `qemu` or `lxc`.
+    pub kind: GuestKind,
+    /// The profile's name in the kernel.
+    pub profile: String,
+    /// Its source file.
+    pub path: PathBuf,
+    /// The kernel has it loaded.
+    pub loaded: bool,
+}
+
+/// What happened to one profile.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Replaced from its file.
+    Reloaded,
+    /// `--dry-run`: would have been replaced.
+    WouldReload,
+    /// Not loaded (named on the command line, or unloaded while waiting
+    /// for its lock): left alone.
+    NotLoaded,
+    /// Failed; the kernel keeps the previous policy.
+    Failed(ReloadError),
+}
+
+/// The result of [`reload`]: every profile considered, in profile order.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Each target with what happened to it.
+    pub done: Vec<(Target, Outcome)>,
+    /// Guest sources that could not be listed (the profiles on disk were
+    /// still reloaded).
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// True when any profile failed to reload.
+    pub fn failed(&self) -> bool {
+        self.done
+            .iter()
+            .any(|(_, o)| matches!(o, Outcome::Failed(_)))
+    }
+}
+
+/// Where to look and how to load.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Guests, kernel and layouts, as for `list` (its log choice is unused).
+    pub list: list::Options,
+    /// The parser (the cache directory is set per layout).
+    pub parser: Parser,
+    /// Report what would be reloaded; load nothing.
+    pub dry_run: bool,
+}
+
+/// Every aa-virt profile file of a local guest, by profile name, with
+/// whether the kernel has it loaded; plus the guest rows for name lookup.
+fn targets(
+    opts: &Options,
+    loaded: &crate::apparmor::securityfs::LoadedProfiles,
+) -> Result<(BTreeMap<String, Target>, list::Report), ReloadError> {
+    let o = &opts.list;
+    let report = list::list(&list::Options {
+        log: list::LogChoice::Off,
+        ..o.clone()
+    })?;
+    let mut out = BTreeMap::new();
+    let mut add = |guest: String, kind, profile: String, path: PathBuf| {
+        if path.is_file() && !out.contains_key(&profile) {
+            let is_loaded = loaded.mode(None, &profile).is_some();
+            out.insert(
+                profile.clone(),
+                Target {
+                    guest,
+                    kind,
+                    profile,
+                    path,
+                    loaded: is_loaded,
+                },
+            );
+        }
+    };
+    for g in &report.guests {
+        match (g.kind, &g.profile) {
+            (GuestKind::Qemu, Some(p)) if conn::is_local_uri(&g.source) => {
+                add(g.name.clone(), g.kind, p.clone(), o.layout.profile_path(p));
+            }
+            (GuestKind::Lxc, _) => {
+                let dir = PathBuf::from(&g.source);
+                let canon = std::fs::canonicalize(&dir).unwrap_or(dir);
+                let names = crate::lxc::Names::derive(&g.name, &canon);
+                let path = o.lxc_layout.profile_path(&names);
+                add(g.name.clone(), g.kind, names.profile, path);
+            }
+            _ => {}
+        }
+    }
+    // Profiles of domains libvirt did not list (daemon down, other URI).
+    if let Ok(rd) = std::fs::read_dir(o.layout.libvirt_dir()) {
+        for e in rd.filter_map(Result::ok) {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            // Only the name aa-virt writes: `libvirt-` and a lowercase
+            // hyphenated UUID (not `.files`, temp files or other spellings).
+            let is_profile = name.strip_prefix("libvirt-").is_some_and(|u| {
+                uuid::Uuid::parse_str(u).is_ok_and(|p| p.hyphenated().to_string() == u)
+            });
+            if is_profile {
+                add(
+                    name.clone(),
+                    GuestKind::Qemu,
+                    name.clone(),
+                    o.layout.profile_path(&name),
+                );
+            }
+        }
+    }
+    Ok((out, report))
+}
+
+/// The profile a GUEST argument names: a profile name, a domain UUID, or a
+/// guest name as `status` resolves it.
+fn select(
+    arg: &str,
+    all: &BTreeMap<String, Target>,
+    report: &list::Report,
+) -> Result<Option<String>, ReloadError> {
+    if all.contains_key(arg) {
+        return Ok(Some(arg.to_string()));
+    }
+    if let Ok(u) = uuid::Uuid::parse_str(arg) {
+        let p = format!("libvirt-{}", u.hyphenated());
+        if all.contains_key(&p) {
+            return Ok(Some(p));
+        }
+    }
+    let where_ = report
+        .sources
+        .iter()
+        .map(|s| s.location.as_str())
+        .chain(["aa-virt's profile files"])
+        .collect::<Vec<_>>()
+        .join(", ");
+    let row = list::status::pick(report.guests.clone(), arg, &where_)?;
+    let found = match (row.kind, &row.profile) {
+        (GuestKind::Qemu, Some(p)) => all.get(p),
+        (GuestKind::Lxc, _) => all
+            .values()
+            .find(|t| t.kind == GuestKind::Lxc && t.guest == row.name),
+        _ => None,
+    };
+    // Listed, but without an aa-virt profile file: nothing to reload.
+    Ok(found.map(|t| t.profile.clone()))
+}
+
+/// Reload the loaded profiles of `guests` (all of aa-virt's when empty).
+pub fn reload(opts: &Options, guests: &[String]) -> Result<Report, ReloadError> {
+    let root = &opts.list.root;
+    let fs = match root.kernel_status() {
+        KernelStatus::Available { fs } => fs,
+        KernelStatus::Unavailable(r) => return Err(ReloadError::NoKernel(r)),
+    };
+    let loaded = root.profiles()?;
+    let (all, listed) = targets(opts, &loaded)?;
+    let mut report = Report {
+        warnings: listed
+            .errors()
+            .map(|s| {
+                format!(
+                    "{} {}: {}",
+                    s.kind,
+                    s.location,
+                    s.error.as_deref().unwrap_or("?")
+                )
+            })
+            .collect(),
+        ..Report::default()
+    };
+    let chosen: Vec<&Target> = if guests.is_empty() {
+        all.values().filter(|t| t.loaded).collect()
+    } else {
+        let mut names = Vec::new();
+        for g in guests {
+            match select(g, &all, &listed)? {
+                Some(p) if !names.contains(&p) => names.push(p),
+                Some(_) => {}
+                None => report.warnings.push(format!(
+                    "guest {g}: no aa-virt profile file for it; nothing to reload"
+                )),
+            }
+        }
+        names.sort();
+        names.iter().filter_map(|p| all.get(p)).collect()
+    };
+    for t in chosen {
+        let outcome = if !t.loaded {
+            Outcome::NotLoaded
+        } else if opts.dry_run {
+            Outcome::WouldReload
+        } else {
+            replace(opts, &fs, t)
+        };
+        report.done.push((t.clone(), outcome));
+    }
+    Ok(report)
+}
+
+/// Replace one profile under the guest's lock, with the parser and cache
+/// the helper and hooks use for that kind of guest.
+fn replace(opts: &Options, fs: &std::path::Path, t: &Target) -> Outcome {
+    let o = &opts.list;
+    let (lock_dir, parser, hint) = match t.kind {
+        GuestKind::Qemu => (
+            &o.layout.lock_dir,
+            o.layout.parser(&opts.parser),
+            format!(
+                "the file or what it includes (e.g. {})",
+                o.layout
+                    .apparmor_dir
+                    .join("local")
+                    .join(&t.profile)
+                    .display()
+            ),
+        ),
+        GuestKind::Lxc => (
+            &o.lxc_layout.lock_dir,
+            o.lxc_layout.parser(&opts.parser),
+            "the abstractions it includes".to_string(),
+        ),
+    };
+    let _lock = match store::lock(lock_dir, &t.profile) {
+        Ok(l) => l,
+        Err(source) => {
+            return Outcome::Failed(ReloadError::Lock {
+                guest: t.guest.clone(),
+                profile: t.profile.clone(),
+                source,
+            })
+        }
+    };
+    // A hook may have unloaded it (the guest stopped) while we waited.
+    if kernel::profile_mode(fs, &t.profile)
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        return Outcome::NotLoaded;
+    }
+    match parser.replace(&t.path) {
+        Ok(()) => Outcome::Reloaded,
+        Err(source) => Outcome::Failed(ReloadError::Replace {
+            guest: t.guest.clone(),
+            path: t.path.clone(),
+            hint,
+            source: Box::new(source),
+        }),
+    }
+}
