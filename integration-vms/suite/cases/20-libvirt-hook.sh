@@ -69,6 +69,30 @@ assert_kernel_log "the hook loaded it from within aa-virt's profile (libvirtd's 
     "apparmor=\"STATUS\" operation=\"profile_(load|replace)\" profile=\"aa-virt\" name=\"$PROFILE\""
 assert_not_contains "nothing denied to aa-virt, libvirtd or the guest during the second start" \
     "$(denials | grep -E "profile=\"(aa-virt|libvirtd|$PROFILE)\"")" 'apparmor="DENIED"'
+
+# aa-virt reload: an admin's local/ addition reaches the running guest only
+# through a reload; a local/ file that does not compile keeps the old policy.
+LOCAL=/etc/apparmor.d/local/$PROFILE
+PROBE=$CASE_TMP/reload-probe
+echo probe > "$PROBE"
+on_exit rm -f "$LOCAL"
+in_guest() { aa-exec -p "$PROFILE" -- "$@"; }
+assert_denied "the probe file is not the guest's" in_guest cat "$PROBE"
+printf '  "%s" r,\n' "$PROBE" > "$LOCAL"
+assert_denied "a local/ edit alone changes nothing in the kernel" in_guest cat "$PROBE"
+assert_ok "aa-virt reload --dry-run" "$AA_VIRT" reload --dry-run
+assert_contains "the dry run names the running guest" "$LAST_OUT" "$PROFILE"
+assert_denied "the dry run loaded nothing" in_guest cat "$PROBE"
+assert_ok "aa-virt reload $NAME" "$AA_VIRT" reload "$NAME"
+assert_eq "after reload the guest's label reads the probe" probe "$(in_guest cat "$PROBE" 2>&1)"
+assert_eq "QEMU still carries the profile, enforced" "$PROFILE (enforce)" "$(aa_label "$pid")"
+echo "  this is not a rule" >> "$LOCAL"
+assert_fails "aa-virt reload with a local/ file that does not compile" "$AA_VIRT" reload "$NAME"
+assert_contains "the error names the guest's profile" "$LAST_OUT" "$PROFILE"
+assert_eq "the previous policy stays in force" probe "$(in_guest cat "$PROBE" 2>&1)"
+rm -f "$LOCAL"
+assert_ok "aa-virt reload after the local/ file is removed" "$AA_VIRT" reload "$NAME"
+assert_denied "the probe is denied again" in_guest cat "$PROBE"
 assert_ok "virsh destroy again" virsh destroy "$NAME"
 
 # A restricted disk path: no start, aa-virt's reason in libvirt's error.
