@@ -13,10 +13,11 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use aa_virt::guest::{Access, Guest, GuestKind, Resource};
-use aa_virt::policy;
+use aa_virt::guest::{Access, Guest, GuestKind, Resource, RunPath, Scope};
+use aa_virt::libvirt::profile;
+use aa_virt::policy::{self, Templates};
 
-use common::dfa::assert_exact;
+use common::dfa::{accepts, assert_exact, try_dfa};
 
 /// The rule aa-virt renders for a disk at `path`.
 fn disk_rule(path: &[u8]) -> Result<(String, Vec<u8>), policy::RuleError> {
@@ -168,5 +169,171 @@ fn the_oracle_itself_catches_unescaped_globs() {
     ] {
         let caught = std::panic::catch_unwind(|| assert_exact(rule, path)).is_err();
         assert!(caught, "oracle accepted the unescaped rule {rule}");
+    }
+}
+
+#[test]
+fn unknown_domain_id_is_only_digits_in_the_compiled_dfa() {
+    // Guest `vm` rendered without an id, beside a guest `x-vm` running as
+    // id 5, whose paths libvirt names `5-x-vm`.
+    let mut g = Guest::new(GuestKind::Qemu, "vm");
+    g.uuid = Some(uuid::Uuid::from_u128(0x5eed));
+    for (dir, suffix, scope) in [
+        ("/run/libvirt/qemu/swtpm", "-swtpm.sock", Scope::File),
+        ("/dev/hugepages/libvirt/qemu", "", Scope::Tree),
+    ] {
+        g.run_paths.push(RunPath {
+            dir: dir.into(),
+            prefix: String::new(),
+            suffix: suffix.into(),
+            access: Access::RWK,
+            scope,
+            origin: "test".into(),
+        });
+    }
+    // The whole profile compiles with the real parser.
+    let t = Templates::load(None).unwrap();
+    let r = profile::render(&g, &t, false).unwrap();
+    r.check(&g, &t, &aa_virt::apparmor::Parser::new())
+        .unwrap_or_else(|e| panic!("profile with an unknown id does not compile: {e}"));
+    let id_rules: Vec<_> = r
+        .rules
+        .rules()
+        .iter()
+        .filter(|x| x.render().contains("[1-9]"))
+        .collect();
+    assert_eq!(
+        id_rules.len(),
+        4,
+        "domain dir, swtpm socket, hugepage dir and tree"
+    );
+    let ids = [
+        "5",
+        "10",
+        "1234567890",
+        "12345678901",
+        "0",
+        "05",
+        "-1",
+        "",
+        "5-x",
+        "x",
+        "5/6",
+    ];
+    let mut probes = Vec::new();
+    for id in ids {
+        for tail in ["/monitor", "/a/b", "/"] {
+            probes.push(format!("/var/lib/libvirt/qemu/domain-{id}-vm{tail}"));
+            probes.push(format!("/dev/hugepages/libvirt/qemu/{id}-vm{tail}"));
+        }
+        probes.push(format!("/run/libvirt/qemu/swtpm/{id}-vm-swtpm.sock"));
+    }
+    let mut granted = Vec::new();
+    for rule in id_rules {
+        let text = rule.render();
+        let (edges, accepting) = try_dfa(&text).unwrap_or_else(|e| panic!("{e}"));
+        for p in &probes {
+            let kernel = accepts(&edges, &accepting, p.as_bytes());
+            assert_eq!(
+                kernel,
+                rule.pattern.matches(p.as_bytes()),
+                "{text}: the parser's DFA and Pattern::matches disagree on {p}"
+            );
+            if kernel {
+                granted.push(p.clone());
+            }
+        }
+    }
+    granted.sort();
+    granted.dedup();
+    for p in &granted {
+        assert!(
+            ["5-vm", "10-vm", "1234567890-vm"]
+                .iter()
+                .any(|ok| p.contains(&format!("/{ok}")) || p.contains(&format!("-{ok}"))),
+            "granted a path that is not guest vm's: {p}"
+        );
+        assert!(!p.contains("x-vm") && !p.contains("-1-vm"), "{p}");
+    }
+    for want in [
+        "/var/lib/libvirt/qemu/domain-5-vm/monitor",
+        "/var/lib/libvirt/qemu/domain-1234567890-vm/monitor",
+        "/run/libvirt/qemu/swtpm/5-vm-swtpm.sock",
+        "/run/libvirt/qemu/swtpm/1234567890-vm-swtpm.sock",
+        "/dev/hugepages/libvirt/qemu/5-vm/",
+        "/dev/hugepages/libvirt/qemu/1234567890-vm/a/b",
+    ] {
+        assert!(granted.iter().any(|p| p == want), "not granted: {want}");
+    }
+    for never in [
+        "/var/lib/libvirt/qemu/domain-5-x-vm/monitor",
+        "/run/libvirt/qemu/swtpm/5-x-vm-swtpm.sock",
+        "/dev/hugepages/libvirt/qemu/5-x-vm/a/b",
+        "/var/lib/libvirt/qemu/domain-12345678901-vm/monitor",
+        "/var/lib/libvirt/qemu/domain-05-vm/monitor",
+    ] {
+        assert!(!granted.iter().any(|p| p == never), "granted: {never}");
+    }
+    // The walker is not vacuous: the `*` aa-virt used to write compiles to
+    // a DFA that does take the other guest's directory.
+    let (edges, accepting) = try_dfa(r#"  "/var/lib/libvirt/qemu/domain-*-vm/*" rw,"#).unwrap();
+    assert!(accepts(
+        &edges,
+        &accepting,
+        b"/var/lib/libvirt/qemu/domain-5-x-vm/monitor"
+    ));
+}
+
+#[test]
+fn pattern_matching_agrees_with_the_parsers_dfa() {
+    // aa-virt's glob shapes, matched by Pattern::matches (used for `-F`,
+    // denial attribution and the differential test) and by the DFA the
+    // parser builds, on the same probes.
+    use aa_virt::policy::Pattern;
+    let l = |s: &str| Pattern::literal(s.as_bytes().to_vec());
+    let patterns = [
+        l("/a/").glob("*"),
+        l("/a/").glob("**"),
+        l("/a/").glob("*").lit("x"),
+        l("/a/x").glob("*"),
+        l("/a/").glob("**").lit("/x"),
+        l("/a/").glob("**/*").lit(".x"),
+        l("/a/").glob("*").lit("/").glob("**/*"),
+        l("/a/").decimal_id().lit("-x/").glob("*"),
+        l("/a/").decimal_id(),
+    ];
+    let probes = [
+        "/a",
+        "/a/",
+        "/a//",
+        "/a/x",
+        "/a/xx",
+        "/a/b/x",
+        "/a//x",
+        "/a/.x",
+        "/a/b/.x",
+        "/a/b/c.x",
+        "/a/b/",
+        "/a/b/c",
+        "/a/b/c/d",
+        "/a/5-x/",
+        "/a/5-x/m",
+        "/a/05-x/m",
+        "/a/5",
+        "/a/0",
+        "/a/1234567890",
+        "/a/12345678901",
+        "/a/-1",
+    ];
+    for p in &patterns {
+        let text = format!("  {} r,", p.render());
+        let (edges, accepting) = try_dfa(&text).unwrap_or_else(|e| panic!("{e}"));
+        for probe in probes {
+            assert_eq!(
+                p.matches(probe.as_bytes()),
+                accepts(&edges, &accepting, probe.as_bytes()),
+                "{text} on {probe}"
+            );
+        }
     }
 }

@@ -185,7 +185,10 @@ fn runtime(name: &str) -> String {
     [
         format!("  \"/var/log/libvirt/**/{name}.log\" w,"),
         format!("  \"/var/lib/libvirt/qemu/domain-{name}/monitor.sock\" rw,"),
-        format!("  \"/var/lib/libvirt/qemu/domain-*-{name}/*\" rw,"),
+        format!(
+            "  \"/var/lib/libvirt/qemu/domain-{}-{name}/*\" rw,",
+            common::rulecheck::ANY_ID
+        ),
         format!("  \"/run/libvirt/**/{name}.pid\" rwk,"),
         format!("  \"/run/libvirt/**/*.tunnelmigrate.dest.{name}\" rw,"),
     ]

@@ -18,7 +18,7 @@ use aa_virt::libvirt::profile;
 use aa_virt::policy::{self, RuleSet, Templates};
 
 use common::dfa::check_language;
-use common::rulecheck::{check_files_text, literal_bytes};
+use common::rulecheck::{check_files_text, literal_bytes, ANY_ID};
 
 const GUEST: &str = "hostile-guest";
 const DEVICE: &str = "disk vdz";
@@ -640,6 +640,11 @@ fn the_rule_checker_is_not_vacuous() {
         "  \"/tmp/a\" rwk,\n/etc/shadow r,",
         "  \"/tmp/a\" rwx,",
         "  \"/tmp/\\9\" r,",
+        // A `*` for an unknown domain id also matches another guest's
+        // `5-x` in `domain-5-x-vm`.
+        "  \"/var/lib/libvirt/qemu/domain-*-vm/*\" rw,",
+        "  \"/run/libvirt/qemu/swtpm/*-vm-swtpm.sock\" rw,",
+        "  \"/dev/hugepages/libvirt/qemu/*-vm/**\" rwk,",
     ] {
         assert!(check_files_text(bad).is_err(), "checker accepted {bad:?}");
     }
@@ -647,7 +652,9 @@ fn the_rule_checker_is_not_vacuous() {
         "  \"/tmp/a\\*\\?\\[\\]\\{\\}\\,\\^\\134\\042\\377\" rwk,  # disk vda",
         "  \"/srv/share/**\" rwl,  # filesystem",
         "  \"/var/log/libvirt/**/vm\\*.log\" w,  # libvirt runtime files",
-        "  \"/var/lib/libvirt/qemu/domain-*-vm/*\" rw,",
+        &format!("  \"/var/lib/libvirt/qemu/domain-{ANY_ID}-vm/*\" rw,"),
+        &format!("  \"/run/libvirt/qemu/swtpm/{ANY_ID}-vm-swtpm.sock\" rw,"),
+        &format!("  \"/dev/hugepages/libvirt/qemu/{ANY_ID}-vm/**\" rwk,"),
         "# comment \"/**\" with anything",
     ] {
         check_files_text(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));

@@ -152,6 +152,26 @@ mod tests {
     }
 
     #[test]
+    fn reads_back_an_unknown_domain_id() {
+        let text = format!(
+            "  \"/var/lib/libvirt/qemu/domain-{}-vm/*\" rw,  # libvirt runtime files\n",
+            crate::policy::escape::DECIMAL_ID
+        );
+        let r = rules(&text);
+        assert_eq!(r.len(), 1);
+        let p = r[0].pattern.as_ref().expect("the id glob reads back");
+        assert_eq!(format!("{} rw,", p.render()), r[0].rule);
+        assert_eq!(
+            origin_of(&r, "/var/lib/libvirt/qemu/domain-5-vm/monitor").map(|o| o[0].as_str()),
+            Some("libvirt runtime files")
+        );
+        assert_eq!(
+            origin_of(&r, "/var/lib/libvirt/qemu/domain-5-x-vm/monitor"),
+            None
+        );
+    }
+
+    #[test]
     fn counts_profile_rules_only() {
         let p = "abi <abi/3.0>,\n#include <tunables/global>\nprofile x flags=(attach_disconnected) {\n  #include <abstractions/base>\n  mount fstype=proc -> /proc/, # a comment\n  deny /proc/sysrq-trigger rwklx,\n  file,\n}\n";
         assert_eq!(count(p), 3);

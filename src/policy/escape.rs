@@ -171,7 +171,20 @@ pub struct Pattern(Vec<Part>);
 enum Part {
     Lit(Vec<u8>),
     Glob(&'static str),
+    /// [`DECIMAL_ID`]: one libvirt domain id.
+    DecimalId,
 }
+
+/// Longest libvirt domain id in decimal digits (a positive C `int`).
+pub const DECIMAL_ID_MAX_DIGITS: usize = 10;
+
+/// The rule text of [`Pattern::decimal_id`]: 1 to
+/// [`DECIMAL_ID_MAX_DIGITS`] decimal digits, the first not `0`, as libvirt
+/// prints a domain id (it counts from 1). A `*` in its place would also
+/// match `5-x` and so reach another guest's `domain-5-x-NAME`; digits never
+/// hold the `-` that separates the id from the name.
+pub const DECIMAL_ID: &str =
+    "[1-9]{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}";
 
 impl Pattern {
     /// A pattern that matches exactly these bytes.
@@ -201,6 +214,13 @@ impl Pattern {
         self
     }
 
+    /// Append [`DECIMAL_ID`]: any libvirt domain id, for a guest whose id is
+    /// not known (trusted text, not escaped).
+    pub fn decimal_id(mut self) -> Self {
+        self.0.push(Part::DecimalId);
+        self
+    }
+
     /// True when the pattern contains no glob: it matches one path.
     pub fn is_exact(&self) -> bool {
         self.0.iter().all(|p| matches!(p, Part::Lit(_)))
@@ -212,7 +232,7 @@ impl Pattern {
         for p in &self.0 {
             match p {
                 Part::Lit(b) => v.extend_from_slice(b),
-                Part::Glob(_) => return None,
+                Part::Glob(_) | Part::DecimalId => return None,
             }
         }
         Some(v)
@@ -225,6 +245,7 @@ impl Pattern {
             match p {
                 Part::Lit(b) => s.push_str(&escape_bytes(b)),
                 Part::Glob(g) => s.push_str(g),
+                Part::DecimalId => s.push_str(DECIMAL_ID),
             }
         }
         s.push('"');
@@ -238,6 +259,7 @@ impl Pattern {
             match p {
                 Part::Lit(b) => s.push_str(&display_bytes(b)),
                 Part::Glob(g) => s.push_str(g),
+                Part::DecimalId => s.push_str(DECIMAL_ID),
             }
         }
         s
@@ -247,7 +269,8 @@ impl Pattern {
 impl Pattern {
     /// Read back a rule path as [`Pattern::render`] writes it: quoted, with
     /// `\c` and `\NNN` (octal) escapes, and only aa-virt's own globs (`*`,
-    /// `**`, `?`). Returns `None` for text `render` cannot produce.
+    /// `**`, `?`, [`DECIMAL_ID`]). Returns `None` for text `render` cannot
+    /// produce.
     pub fn parse_rendered(text: &str) -> Option<Pattern> {
         let inner = text.strip_prefix('"')?.strip_suffix('"')?;
         let b = inner.as_bytes();
@@ -257,6 +280,14 @@ impl Pattern {
             match b[i] {
                 // Escapes are [`unescape`]'s business; skip the escaped byte.
                 b'\\' => i += 2,
+                b'[' if inner[i..].starts_with(DECIMAL_ID) => {
+                    if start < i {
+                        p = p.lit(unescape(&inner[start..i])?);
+                    }
+                    p = p.decimal_id();
+                    i += DECIMAL_ID.len();
+                    start = i;
+                }
                 b'*' | b'?' => {
                     if start < i {
                         p = p.lit(unescape(&inner[start..i])?);
@@ -280,17 +311,20 @@ impl Pattern {
     }
 
     /// Does the pattern match `path`, with AppArmor's meaning of the globs
-    /// (`*`: any run without `/`, `**`: any run, `?`: one byte but `/`)?
+    /// (`*`: any run without `/`, `**`: any run, `?`: one byte but `/`,
+    /// [`DECIMAL_ID`]: 1 to 10 digits, the first not `0`)?
     pub fn matches(&self, path: &[u8]) -> bool {
         // Flatten to tokens: a byte, or a glob.
         enum T<'a> {
             B(u8),
             G(&'a str),
+            Id,
         }
         let mut toks = Vec::new();
         for part in &self.0 {
             match part {
                 Part::Lit(b) => toks.extend(b.iter().map(|&c| T::B(c))),
+                Part::DecimalId => toks.push(T::Id),
                 Part::Glob(g) => {
                     // Multi-token globs such as `**/*`.
                     let mut rest = *g;
@@ -316,7 +350,14 @@ impl Pattern {
         let n = path.len();
         let mut cur = vec![false; n + 1];
         cur[0] = true;
-        for t in &toks {
+        for (i, t) in toks.iter().enumerate() {
+            // A `*` or `**` that is a whole path component (`/*/`, `/**` at
+            // the end) starts with at least one byte that is not `/`:
+            // `DIR/*` and `DIR/**` do not match `DIR/` itself (as in
+            // apparmor_parser's DFA; `tests/escaping.rs` compares the two).
+            let whole = i > 0
+                && matches!(toks[i - 1], T::B(b'/'))
+                && matches!(toks.get(i + 1), None | Some(T::B(b'/')));
             let mut next = vec![false; n + 1];
             for j in 0..=n {
                 match t {
@@ -330,9 +371,20 @@ impl Pattern {
                             next[j] = true;
                         }
                     }
+                    T::Id => {
+                        // The id ends at j: digits path[j-k..j], k in 1..=10,
+                        // the first not `0`.
+                        next[j] = (1..=DECIMAL_ID_MAX_DIGITS.min(j)).any(|k| {
+                            let d = &path[j - k..j];
+                            cur[j - k] && d[0] != b'0' && d.iter().all(u8::is_ascii_digit)
+                        });
+                    }
                     T::G(g) => {
                         let any = *g == "**";
-                        next[j] = cur[j] || (j > 0 && next[j - 1] && (any || path[j - 1] != b'/'));
+                        let step = j > 0
+                            && (next[j - 1] || (whole && cur[j - 1] && path[j - 1] != b'/'))
+                            && (any || path[j - 1] != b'/');
+                        next[j] = (cur[j] && !whole) || step;
                     }
                 }
             }
@@ -469,5 +521,51 @@ mod tests {
         assert!(!s.matches(b"/run/a/b.sock"));
         assert_eq!(Pattern::parse_rendered("\"/a{b}\""), None);
         assert_eq!(Pattern::parse_rendered("/unquoted"), None);
+    }
+
+    #[test]
+    fn decimal_id_renders_reads_back_and_matches_only_an_id() {
+        let p = Pattern::literal(b"/d/domain-".to_vec())
+            .decimal_id()
+            .lit("-v*m/")
+            .glob("*");
+        let text = r#""/d/domain-[1-9]{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}-v\*m/*""#;
+        assert_eq!(p.render(), text);
+        assert_eq!(
+            p.display(),
+            "/d/domain-[1-9]{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}-v*m/*"
+        );
+        assert!(!p.is_exact());
+        assert_eq!(p.exact_bytes(), None);
+        assert_eq!(Pattern::parse_rendered(text), Some(p.clone()));
+        for (path, want) in [
+            (&b"/d/domain-5-v*m/monitor"[..], true),
+            (b"/d/domain-1234567890-v*m/x", true),
+            (b"/d/domain-10-v*m/x", true),
+            (b"/d/domain-5-x-v*m/monitor", false),
+            (b"/d/domain-12345678901-v*m/x", false),
+            (b"/d/domain--v*m/x", false),
+            (b"/d/domain--1-v*m/x", false),
+            (b"/d/domain-0-v*m/x", false),
+            (b"/d/domain-05-v*m/x", false),
+            (b"/d/domain-5a-v*m/x", false),
+            (b"/d/domain-5/-v*m/x", false),
+            (b"/d/domain-5-v*m/a/b", false),
+        ] {
+            assert_eq!(p.matches(path), want, "{}", display_bytes(path));
+        }
+        // An id pattern alone, at the end of the path.
+        let end = Pattern::literal(b"/i/".to_vec()).decimal_id();
+        assert!(end.matches(b"/i/7"));
+        assert!(!end.matches(b"/i/"));
+        assert!(!end.matches(b"/i/7/"));
+        // Near misses of the text are not read back as an id.
+        for t in [
+            "\"/i/[1-9]{,[0-9]}\"",
+            "\"/i/[0-9]\"",
+            "\"/i/[1-9]{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]\"",
+        ] {
+            assert_eq!(Pattern::parse_rendered(t), None, "{t}");
+        }
     }
 }

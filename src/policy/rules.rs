@@ -177,15 +177,12 @@ pub fn push_resource(set: &mut RuleSet, resolved: &Path, r: &Resource) {
 
 /// Add a path named after the domain's id and short name: the directory is
 /// vetted like any resource, the name is the literal id when the domain is
-/// running and a glob otherwise.
+/// running and any decimal id ([`Pattern::decimal_id`]) otherwise.
 fn push_run_path(set: &mut RuleSet, guest: &Guest, rp: &RunPath) -> Result<(), RuleError> {
     let dir = Resource::file(&rp.dir, rp.access, rp.origin.clone());
     let resolved = vet(&guest.name, &dir)?;
     let p = Pattern::path(&resolved).lit("/").lit(&rp.prefix);
-    let p = match guest.id {
-        Some(id) => p.lit(id.to_string()),
-        None => p.glob("*"),
-    };
+    let p = with_id(p, guest);
     let p = p.lit("-").lit(short_name(&guest.name)).lit(&rp.suffix);
     match rp.scope {
         Scope::File => set.push(p, rp.access, &rp.origin),
@@ -234,6 +231,16 @@ pub fn derive(guest: &Guest) -> Result<RuleSet, RuleError> {
     Ok(set)
 }
 
+/// Append the guest's domain id: the number when it is running, otherwise
+/// any id libvirt may give it, never a `*` (which would also match the
+/// `5-x` of another guest `x-NAME`'s `5-x-NAME`).
+fn with_id(p: Pattern, guest: &Guest) -> Pattern {
+    match guest.id {
+        Some(id) => p.lit(id.to_string()),
+        None => p.decimal_id(),
+    }
+}
+
 /// libvirt's short domain name: the first 20 characters of the name.
 pub fn short_name(name: &str) -> &str {
     match name.char_indices().nth(20) {
@@ -264,12 +271,15 @@ fn libvirt_runtime(guest: &Guest, set: &mut RuleSet) {
         ORIGIN,
     );
     let short = short_name(&guest.name).as_bytes();
-    let dom = Pattern::literal(b"/var/lib/libvirt/qemu/domain-".to_vec());
-    let dom = match guest.id {
-        Some(id) => dom.lit(id.to_string()).lit("-"),
-        None => dom.glob("*").lit("-"),
-    };
-    set.push(dom.lit(short).lit("/").glob("*"), Access::RW, ORIGIN);
+    let dom = with_id(
+        Pattern::literal(b"/var/lib/libvirt/qemu/domain-".to_vec()),
+        guest,
+    );
+    set.push(
+        dom.lit("-").lit(short).lit("/").glob("*"),
+        Access::RW,
+        ORIGIN,
+    );
     set.push(
         Pattern::literal(b"/run/libvirt/".to_vec())
             .glob("**")
@@ -377,10 +387,95 @@ mod tests {
         g.id = None;
         assert_eq!(
             lines(&g)[0],
-            r#"  "/run/libvirt/qemu/swtpm/*-vm\[1\]\*-swtpm.sock" rw,"#
+            format!(
+                r#"  "/run/libvirt/qemu/swtpm/{}-vm\[1\]\*-swtpm.sock" rw,"#,
+                crate::policy::escape::DECIMAL_ID
+            )
         );
         g.run_paths[0].dir = "/etc/x".into();
         assert!(derive(&g).unwrap_err().to_string().contains("tpm0"));
+    }
+
+    /// The union of the access of every rule that matches `path`, as
+    /// AppArmor grants it.
+    fn access_to(set: &RuleSet, path: &str) -> Access {
+        set.rules()
+            .iter()
+            .filter(|r| r.pattern.matches(path.as_bytes()))
+            .fold(Access::default(), |a, r| a.union(r.access))
+    }
+
+    #[test]
+    fn unknown_id_does_not_reach_another_guests_paths() {
+        // Guest `vm` without an id (rendered from an inactive XML) next to a
+        // running guest `x-vm` with id 5: libvirt names the latter's paths
+        // `5-x-vm`, which a `*` for vm's id would match.
+        let mut g = Guest::new(GuestKind::Qemu, "vm");
+        let rp = |dir: &str, suffix: &str, scope, origin: &str| RunPath {
+            dir: dir.into(),
+            prefix: String::new(),
+            suffix: suffix.into(),
+            access: Access::RWK,
+            scope,
+            origin: origin.into(),
+        };
+        g.run_paths.push(rp(
+            "/run/libvirt/qemu/swtpm",
+            "-swtpm.sock",
+            Scope::File,
+            "tpm0 socket",
+        ));
+        g.run_paths.push(rp(
+            "/dev/hugepages/libvirt/qemu",
+            "",
+            Scope::Tree,
+            "memoryBacking hugepages",
+        ));
+        let set = derive(&g).unwrap();
+        let none = Access::default();
+        for (path, want) in [
+            ("/var/lib/libvirt/qemu/domain-5-vm/monitor", Access::RW),
+            ("/var/lib/libvirt/qemu/domain-1234567890-vm/x", Access::RW),
+            ("/var/lib/libvirt/qemu/domain-5-x-vm/monitor", none),
+            ("/var/lib/libvirt/qemu/domain-12345678901-vm/x", none),
+            ("/var/lib/libvirt/qemu/domain--1-vm/x", none),
+            ("/var/lib/libvirt/qemu/domain-0-vm/x", none),
+            ("/run/libvirt/qemu/swtpm/5-vm-swtpm.sock", Access::RWK),
+            (
+                "/run/libvirt/qemu/swtpm/1234567890-vm-swtpm.sock",
+                Access::RWK,
+            ),
+            ("/run/libvirt/qemu/swtpm/5-x-vm-swtpm.sock", none),
+            ("/dev/hugepages/libvirt/qemu/5-vm/", Access::R),
+            ("/dev/hugepages/libvirt/qemu/5-vm/a/b", Access::RWK),
+            ("/dev/hugepages/libvirt/qemu/1234567890-vm/x", Access::RWK),
+            ("/dev/hugepages/libvirt/qemu/5-x-vm/a", none),
+            ("/dev/hugepages/libvirt/qemu/5-x-vm/", none),
+        ] {
+            assert_eq!(access_to(&set, path), want, "{path}");
+        }
+        // The same rules with the old `*` would have granted the other
+        // guest's monitor: the check above can fail.
+        let star = Pattern::literal(b"/var/lib/libvirt/qemu/domain-".to_vec())
+            .glob("*")
+            .lit("-vm/")
+            .glob("*");
+        assert!(star.matches(b"/var/lib/libvirt/qemu/domain-5-x-vm/monitor"));
+        // With an id, only that id.
+        g.id = Some(5);
+        let set = derive(&g).unwrap();
+        assert_eq!(
+            access_to(&set, "/var/lib/libvirt/qemu/domain-5-vm/monitor"),
+            Access::RW
+        );
+        assert_eq!(
+            access_to(&set, "/var/lib/libvirt/qemu/domain-6-vm/monitor"),
+            none
+        );
+        assert_eq!(
+            access_to(&set, "/run/libvirt/qemu/swtpm/6-vm-swtpm.sock"),
+            none
+        );
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! ending in the one accepting state. A glob, alternation or character class
 //! that leaked through shows up as a branch, a multi-byte transition, a
 //! loop, or an accepting state in the wrong place.
+//!
+//! A glob (`*`, `**`) shows in the dump as a state's default transition,
+//! labelled `[^…]` with the bytes it does not take; it is read as one edge
+//! per byte it takes (and no explicit edge of the state overrides), so the
+//! checks below see it as a branch.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -52,6 +57,8 @@ pub fn try_dfa(rule: &str) -> Result<(Edges, Vec<String>), String> {
         .nth(1)
         .ok_or_else(|| format!("rule {rule}: no DFA dumped"))?;
     let mut edges: Edges = HashMap::new();
+    // Default transitions: (from, to, bytes not taken).
+    let mut defaults: Vec<(String, String, Vec<u8>)> = Vec::new();
     let mut accepting = Vec::new();
     let lines: Vec<&str> = first.lines().collect();
     let mut i = 0;
@@ -62,6 +69,18 @@ pub fn try_dfa(rule: &str) -> Result<(Edges, Vec<String>), String> {
             .and_then(|x| x.trim().split_once(" -> "))
         {
             let label = lines.get(i + 1).map(|s| s.trim()).unwrap_or("");
+            let (from, to) = (from.trim_matches('"'), to.trim().trim_matches('"'));
+            if let Some(set) = label
+                .strip_prefix("label=\"[^")
+                .and_then(|l| l.strip_suffix("]\""))
+            {
+                let not = byte_list(set).ok_or_else(|| {
+                    format!("rule {rule}: cannot read default transition {label}")
+                })?;
+                defaults.push((from.to_string(), to.to_string(), not));
+                i += 1;
+                continue;
+            }
             let hex = label
                 .trim_end_matches('"')
                 .rsplit([' ', '"'])
@@ -71,9 +90,9 @@ pub fn try_dfa(rule: &str) -> Result<(Edges, Vec<String>), String> {
             let byte = u8::from_str_radix(hex, 16)
                 .map_err(|_| format!("rule {rule}: bad byte in {label}"))?;
             edges
-                .entry(from.trim_matches('"').to_string())
+                .entry(from.to_string())
                 .or_default()
-                .push((to.trim().trim_matches('"').to_string(), byte));
+                .push((to.to_string(), byte));
         } else if l.starts_with("\"{")
             && l.ends_with('[')
             && i + 1 < lines.len()
@@ -83,7 +102,80 @@ pub fn try_dfa(rule: &str) -> Result<(Edges, Vec<String>), String> {
         }
         i += 1;
     }
+    for (from, to, not) in defaults {
+        let out = edges.entry(from).or_default();
+        let explicit: Vec<u8> = out.iter().map(|e| e.1).collect();
+        for b in 0..=255u8 {
+            if !not.contains(&b) && !explicit.contains(&b) {
+                out.push((to.clone(), b));
+            }
+        }
+    }
     Ok((edges, accepting))
+}
+
+/// The bytes in a dumped byte list such as `0x0/ 0x2f`: each byte is
+/// `0xH[H]`, or its printable form, a space and `0xHH`. `None` unless the
+/// text reads exactly one way.
+fn byte_list(s: &str) -> Option<Vec<u8>> {
+    fn hex(s: &str, n: usize) -> Option<u8> {
+        let h = s.get(2..2 + n)?;
+        if !s.starts_with("0x") || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u8::from_str_radix(h, 16).ok()
+    }
+    fn all(s: &str, acc: &mut Vec<u8>, found: &mut Vec<Vec<u8>>) {
+        if found.len() > 1 {
+            return;
+        }
+        if s.is_empty() {
+            if !found.contains(acc) {
+                found.push(acc.clone());
+            }
+            return;
+        }
+        for n in 1..=2 {
+            // `0xH[H]`
+            if let Some(b) = hex(s, n) {
+                acc.push(b);
+                all(&s[2 + n..], acc, found);
+                acc.pop();
+            }
+            // `C 0xHH`, C one or two bytes (`/`, `\t`); a one-byte C is the byte.
+            for c in 1..=2 {
+                let Some(h) = s.get(c..).and_then(|r| r.strip_prefix(' ')) else {
+                    continue;
+                };
+                match hex(h, n) {
+                    Some(b) if c == 2 || s.as_bytes()[0] == b => {
+                        acc.push(b);
+                        all(&h[2 + n..], acc, found);
+                        acc.pop();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    all(s, &mut Vec::new(), &mut found);
+    (found.len() == 1).then(|| found.remove(0))
+}
+
+/// Does the DFA accept `path`? Walks the edges from the start state.
+pub fn accepts(edges: &Edges, accepting: &[String], path: &[u8]) -> bool {
+    let mut state = "{1}".to_string();
+    for &b in path {
+        match edges
+            .get(&state)
+            .and_then(|out| out.iter().find(|e| e.1 == b))
+        {
+            Some(e) => state = e.0.clone(),
+            None => return false,
+        }
+    }
+    accepting.contains(&state)
 }
 
 /// Check that the rule's DFA accepts exactly `want` and nothing else.

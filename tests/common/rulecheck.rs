@@ -80,6 +80,13 @@ pub enum Shape {
 
 use Shape::{Data, Fixed, Glob};
 
+/// A libvirt domain id when the guest's is not known: 1 to 10 decimal
+/// digits, the first not `0`. Written out here rather than taken from
+/// aa-virt, so that this checker stays independent of the code it checks;
+/// never `*`, which would also match another guest's `5-x` in `5-x-NAME`.
+pub const ANY_ID: &str =
+    "[1-9]{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}{,[0-9]}";
+
 /// The shapes of every rule aa-virt may emit. A rule path must match one.
 /// Only the first matters for device rules: one literal path, nothing else.
 pub const SHAPES: &[(&str, &[Shape])] = &[
@@ -100,7 +107,7 @@ pub const SHAPES: &[(&str, &[Shape])] = &[
         "libvirt domain dir (no id)",
         &[
             Fixed("/var/lib/libvirt/qemu/domain-"),
-            Glob("*"),
+            Glob(ANY_ID),
             Fixed("-"),
             Data,
             Fixed("/"),
@@ -118,11 +125,11 @@ pub const SHAPES: &[(&str, &[Shape])] = &[
     ),
     (
         "libvirt per-domain run path (no id)",
-        &[Data, Glob("*"), Fixed("-"), Data],
+        &[Data, Glob(ANY_ID), Fixed("-"), Data],
     ),
     (
         "libvirt per-domain run tree (no id)",
-        &[Data, Glob("*"), Fixed("-"), Data, Fixed("/"), Glob("**")],
+        &[Data, Glob(ANY_ID), Fixed("-"), Data, Fixed("/"), Glob("**")],
     ),
     (
         "libvirt pid file",
