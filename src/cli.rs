@@ -57,9 +57,9 @@ pub enum Command {
     /// The libvirt hook: `aa-virt hook qemu GUEST OP SUBOP EXTRA`, domain XML on stdin;
     /// LXC's hooks: `aa-virt hook lxc` (pre-start, start-host, post-stop).
     Hook(HookArgs),
-    /// Install the libvirt hook, aa-virt's profile, abstractions, daemon overrides and config.
-    Install(InstallArgs),
-    /// Remove what `install` added (files edited since are kept and reported).
+    /// Install aa-virt's profile, abstractions, daemon overrides and config, and the libvirt hook (or, with --mode helper, aa-virt in place of libvirt's virt-aa-helper).
+    Install(InstallCmdArgs),
+    /// Remove what `install` added and undo helper mode's diversion (files edited since are kept and reported).
     Uninstall(InstallArgs),
     /// Print a shell completion script (bash, zsh, fish) to standard output.
     Completions {
@@ -333,6 +333,17 @@ pub struct InstallArgs {
     pub bin: Option<PathBuf>,
 }
 
+/// `aa-virt install`.
+#[derive(Debug, Args)]
+pub struct InstallCmdArgs {
+    /// Where and what to install.
+    #[command(flatten)]
+    pub base: InstallArgs,
+    /// How libvirt runs aa-virt: through the libvirt hook, or in place of libvirt's virt-aa-helper. Installing one mode undoes the other (`aa-virt uninstall` undoes either); restart libvirtd or virtqemud afterwards.
+    #[arg(long, value_enum, default_value_t = crate::install::Mode::Hook)]
+    pub mode: crate::install::Mode,
+}
+
 /// `aa-virt profile`.
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
@@ -467,7 +478,12 @@ fn cmd_hook(g: &Global, a: &HookArgs) -> Result<i32, CliError> {
     Ok(EXIT_OK)
 }
 
-fn cmd_install(g: &Global, a: &InstallArgs, remove: bool) -> Result<i32, CliError> {
+fn cmd_install(
+    g: &Global,
+    a: &InstallArgs,
+    mode: crate::install::Mode,
+    remove: bool,
+) -> Result<i32, CliError> {
     use crate::install::{self, Options};
     let exe = match &a.bin {
         Some(b) => b.clone(),
@@ -476,6 +492,7 @@ fn cmd_install(g: &Global, a: &InstallArgs, remove: bool) -> Result<i32, CliErro
     let o = Options {
         root: a.root.clone(),
         exe,
+        mode,
     };
     let templates = Templates::load(g.templates.as_deref())?;
     let kernel = crate::apparmor::status();
@@ -577,8 +594,8 @@ pub fn main() -> i32 {
         Command::Features(a) => cmd_features(a),
         Command::Helper(a) => return libvirt::helper::main("aa-virt helper", a.args.clone()),
         Command::Hook(a) => cmd_hook(&cli.global, a),
-        Command::Install(a) => cmd_install(&cli.global, a, false),
-        Command::Uninstall(a) => cmd_install(&cli.global, a, true),
+        Command::Install(a) => cmd_install(&cli.global, &a.base, a.mode, false),
+        Command::Uninstall(a) => cmd_install(&cli.global, a, crate::install::Mode::default(), true),
         Command::List(a) => cmd_list(a),
         Command::Status(a) => cmd_status(a),
         Command::Reload(a) => cmd_reload(a),

@@ -17,6 +17,14 @@
 //! snippet per daemon, `local/<daemon>.aa-virt`, with one rule that execs
 //! aa-virt under it (`Px`); the daemon's `local/<daemon>` file, which the
 //! shipped profile includes, gets a two-line include block for it.
+//!
+//! Two modes: in hook mode (the default) libvirt runs the hook script and
+//! aa-virt writes the profiles from it; in helper mode there is no hook and
+//! libvirt's `virt-aa-helper` is diverted (see [`divert`]) so that libvirt
+//! runs aa-virt in its place. Switching mode, or uninstalling, undoes what
+//! the other mode set up.
+
+pub mod divert;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,6 +97,30 @@ pub enum InstallError {
         /// The parser's complaint.
         source: ParserError,
     },
+    /// Helper mode cannot replace libvirt's helper; nothing was changed.
+    #[error("{path}: {message}; nothing was changed")]
+    Helper {
+        /// The helper path.
+        path: String,
+        /// Why, and what to do.
+        message: String,
+    },
+    /// The symlink to aa-virt could not be made at the helper path.
+    #[error("cannot put a symlink to aa-virt at {path}: {source}")]
+    Link {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// dpkg-divert failed.
+    #[error("{command}: {message}")]
+    Divert {
+        /// The dpkg-divert arguments.
+        command: String,
+        /// dpkg-divert's complaint.
+        message: String,
+    },
     /// Unloading aa-virt's profile failed.
     #[error("cannot unload profile {PROFILE_NAME}: {0}")]
     Unload(std::io::Error),
@@ -101,6 +133,19 @@ pub struct Options {
     pub root: PathBuf,
     /// The aa-virt binary as the target system sees it.
     pub exe: PathBuf,
+    /// How libvirt runs aa-virt (install only; uninstall removes both).
+    pub mode: Mode,
+}
+
+/// How libvirt runs aa-virt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// libvirt runs the hook script /etc/libvirt/hooks/qemu.d/aa-virt, which runs aa-virt.
+    #[default]
+    Hook,
+    /// No hook: libvirt's /usr/lib/libvirt/virt-aa-helper is diverted (dpkg-divert --local --rename, to virt-aa-helper.real) and replaced by a symlink to aa-virt, which libvirt then runs as its helper.
+    Helper,
 }
 
 impl Options {
@@ -128,6 +173,12 @@ struct Manifest {
     files: BTreeMap<String, String>,
     /// `local/<daemon>` files that got the include block.
     includes: Vec<String>,
+    /// The mode of the last install.
+    #[serde(default)]
+    mode: Mode,
+    /// Helper mode's diversion of libvirt's helper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    diversion: Option<divert::Diversion>,
 }
 
 /// FNV-1a, 64 bit: enough to tell "still what we wrote" from "edited".
@@ -275,7 +326,8 @@ impl Report {
     }
 }
 
-/// Install (or bring up to date) everything hook mode needs.
+/// Install (or bring up to date) everything the chosen mode needs, and
+/// undo what the other mode set up.
 pub fn install(
     o: &Options,
     templates: &Templates,
@@ -285,16 +337,30 @@ pub fn install(
     let cfg_path = o.at(config::DEFAULT_PATH.trim_start_matches('/'));
     let cfg = Config::load(&cfg_path)?;
     let old = load_manifest(o)?.unwrap_or_default();
-    let mut new = Manifest::default();
+    let mut new = Manifest {
+        mode: o.mode,
+        ..Manifest::default()
+    };
     let mut rep = Report::default();
+    let items = items(o, templates, &cfg)?;
+    // Helper mode: whether libvirt's helper can be diverted, before any
+    // file is written.
+    let plan = match o.mode {
+        Mode::Helper => Some(divert::plan(o, old.diversion.as_ref())?),
+        Mode::Hook => None,
+    };
     let mut txn = Txn::new();
     let mut touched_daemons = Vec::new();
     let mut profile_changed = false;
 
-    for it in items(o, templates, &cfg)? {
+    for it in items {
         let shown = o.show(&it.path);
         let want = it.content.as_bytes();
         let recorded = old.files.get(&shown).cloned();
+        if o.mode == Mode::Helper && it.path == o.at(HOOK_PATH) {
+            drop_hook(&it.path, &shown, recorded, &mut txn, &mut new, &mut rep)?;
+            continue;
+        }
         match read_opt(&it.path)? {
             None => {
                 txn.create_once(&it.path, want, it.mode)?;
@@ -449,20 +515,47 @@ pub fn install(
         }
     }
 
-    let manifest = serde_json::to_vec_pretty(&new).map_err(|e| InstallError::Manifest {
-        path: o.at(MANIFEST_PATH),
-        message: e.to_string(),
-    })?;
-    txn.write_if_changed(&o.at(MANIFEST_PATH), &manifest, 0o644)?;
+    // The diversion (or its undoing) is the last step: the policy is in
+    // force, and if this fails every file is restored.
+    let mut helper_changed = false;
+    let mut diverted_now = None;
+    if let Some(plan) = &plan {
+        let (d, changed) = divert::apply(o, plan, &mut rep)?;
+        if changed {
+            diverted_now = Some(d.clone());
+        }
+        helper_changed = changed;
+        new.diversion = Some(d);
+    } else if let Some(d) = &old.diversion {
+        match divert::undo(o, d, &mut rep)? {
+            divert::Undo::Nothing => {}
+            divert::Undo::Done => helper_changed = true,
+            divert::Undo::Blocked => new.diversion = Some(d.clone()),
+        }
+    }
+
+    let written = serde_json::to_vec_pretty(&new)
+        .map_err(|e| InstallError::Manifest {
+            path: o.at(MANIFEST_PATH),
+            message: e.to_string(),
+        })
+        .and_then(|m| Ok(txn.write_if_changed(&o.at(MANIFEST_PATH), &m, 0o644)?));
+    if let Err(e) = written {
+        if let Some(d) = &diverted_now {
+            let _ = divert::undo(o, d, &mut Report::default());
+        }
+        return Err(e);
+    }
     txn.commit();
-    if rep
-        .lines
-        .iter()
-        .any(|l| l.starts_with("created") && l.contains("hooks/qemu.d"))
+    if helper_changed
+        || rep
+            .lines
+            .iter()
+            .any(|l| l.starts_with("created") && l.contains("hooks/qemu.d"))
     {
         rep.say(
             false,
-            "note: restart libvirtd (or virtqemud) so that it finds the new hook".into(),
+            "note: restart libvirtd (or virtqemud) so that it finds the new hook or helper".into(),
         );
     }
     Ok(rep)
@@ -491,6 +584,11 @@ pub fn uninstall(
         );
     }
     let manifest = manifest.unwrap_or_default();
+    // Helper mode first: libvirt stops running aa-virt as its helper before
+    // aa-virt's profile goes away. When this fails, nothing was changed.
+    if let Some(d) = &manifest.diversion {
+        divert::undo(o, d, &mut rep)?;
+    }
     let mut txn = Txn::new();
     let mut touched_daemons = Vec::new();
 
@@ -597,6 +695,37 @@ pub fn uninstall(
         );
     }
     Ok(rep)
+}
+
+/// Helper mode has no hook: remove the one an earlier hook-mode install
+/// wrote, when it is unchanged; keep (and report) an edited one.
+fn drop_hook(
+    path: &Path,
+    shown: &str,
+    recorded: Option<String>,
+    txn: &mut Txn,
+    new: &mut Manifest,
+    rep: &mut Report,
+) -> Result<(), InstallError> {
+    let Some(cur) = read_opt(path)? else {
+        return Ok(());
+    };
+    if recorded.as_deref() == Some(digest(&cur).as_str()) {
+        txn.remove(path)?;
+        rep.say(
+            true,
+            format!("removed   {shown} (helper mode: libvirt runs aa-virt as its helper instead)"),
+        );
+        return Ok(());
+    }
+    if let Some(h) = recorded {
+        new.files.insert(shown.to_string(), h);
+    }
+    rep.say(
+        false,
+        format!("kept      {shown}: edited since aa-virt installed it (or not aa-virt's); libvirt runs it as well as the helper, remove it yourself if you no longer need it"),
+    );
+    Ok(())
 }
 
 /// How many guest profiles (not `.files`, not libvirt's templates) exist.

@@ -46,12 +46,18 @@ fn install(root: &Path, bin: &str) -> String {
     out
 }
 
-/// Every file below `root`, relative, with its content.
+/// Every file below `root`, relative, with its content (a symlink with
+/// `-> ` and its target).
 fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     fn walk(dir: &Path, root: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let p = e.path();
-            if p.is_dir() {
+            if let Ok(t) = std::fs::read_link(&p) {
+                out.push((
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    format!("-> {}", t.display()).into_bytes(),
+                ));
+            } else if p.is_dir() {
                 walk(&p, root, out);
             } else {
                 out.push((
@@ -281,22 +287,28 @@ fn uninstall_restores_the_tree_exactly() {
 
 #[test]
 fn policy_that_does_not_compile_rolls_every_file_back() {
-    let t = target();
-    let r = t.path();
-    std::fs::write(
-        r.join("etc/apparmor.d/local/usr.sbin.libvirtd"),
-        "  this is not a rule\n",
-    )
-    .unwrap();
-    let before = snapshot(r);
-    let (ok, out) = aa_virt(&["install", "--bin", "/usr/bin/aa-virt"], r);
-    assert!(!ok, "{out}");
-    assert!(
-        out.contains("/etc/apparmor.d/usr.sbin.libvirtd")
-            && out.contains("every file was restored"),
-        "{out}"
-    );
-    assert_eq!(snapshot(r), before);
+    // In either mode; helper mode diverts nothing either (the diversion is
+    // its last step).
+    for mode in ["hook", "helper"] {
+        let t = helper_target();
+        let r = t.path();
+        std::fs::write(
+            r.join("etc/apparmor.d/local/usr.sbin.libvirtd"),
+            "  this is not a rule\n",
+        )
+        .unwrap();
+        let before = snapshot(r);
+        let (ok, out) = aa_virt(&["install", "--mode", mode, "--bin", "/usr/bin/aa-virt"], r);
+        assert!(!ok, "{mode}: {out}");
+        assert!(
+            out.contains("/etc/apparmor.d/usr.sbin.libvirtd")
+                && out.contains("every file was restored")
+                && !out.contains("diverted"),
+            "{mode}: {out}"
+        );
+        assert_eq!(snapshot(r), before, "{mode}");
+        assert_eq!(dpkg_divert(r, &["--list"]), "", "{mode}");
+    }
 }
 
 #[test]
@@ -339,4 +351,244 @@ fn files_that_were_already_there_are_not_removed() {
     );
     assert!(abs.exists());
     assert!(!r.join("etc/apparmor.d/usr.bin.aa-virt").exists(), "{out}");
+}
+
+// ---- helper mode: aa-virt in place of libvirt's virt-aa-helper ----
+
+const HELPER: &str = "usr/lib/libvirt/virt-aa-helper";
+const HELPER_BYTES: &[u8] = b"#!/bin/sh\n# libvirt's helper, as the package installed it\n";
+
+/// [`target`] plus libvirt's helper and the dpkg database dpkg-divert
+/// needs (`var/lib/dpkg/diversions`, empty, as on a fresh system).
+fn helper_target() -> tempfile::TempDir {
+    let t = target();
+    let r = t.path();
+    std::fs::create_dir_all(r.join("usr/lib/libvirt")).unwrap();
+    std::fs::write(r.join(HELPER), HELPER_BYTES).unwrap();
+    std::fs::create_dir_all(r.join("var/lib/dpkg")).unwrap();
+    std::fs::write(r.join("var/lib/dpkg/diversions"), "").unwrap();
+    t
+}
+
+/// The real dpkg-divert on the target's database.
+fn dpkg_divert(root: &Path, args: &[&str]) -> String {
+    let o = Command::new("dpkg-divert")
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("dpkg-divert (package dpkg) must be installed");
+    assert!(o.status.success(), "dpkg-divert {args:?}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Helper mode is in place: libvirt's helper at `.real` with its content,
+/// a symlink to `bin` in its place, dpkg knows the diversion, no hook.
+fn assert_helper_mode(r: &Path, bin: &str) {
+    assert_eq!(
+        std::fs::read(r.join(format!("{HELPER}.real"))).unwrap(),
+        HELPER_BYTES
+    );
+    assert_eq!(
+        std::fs::read_link(r.join(HELPER)).unwrap(),
+        PathBuf::from(bin)
+    );
+    assert_eq!(
+        dpkg_divert(r, &["--list"]),
+        "local diversion of /usr/lib/libvirt/virt-aa-helper to /usr/lib/libvirt/virt-aa-helper.real"
+    );
+    assert_eq!(
+        dpkg_divert(r, &["--truename", "/usr/lib/libvirt/virt-aa-helper"]),
+        "/usr/lib/libvirt/virt-aa-helper.real"
+    );
+    assert!(!r.join("etc/libvirt/hooks/qemu.d/aa-virt").exists());
+}
+
+/// libvirt's helper is back where the package put it, undiverted.
+fn assert_helper_restored(r: &Path) {
+    let m = std::fs::symlink_metadata(r.join(HELPER)).unwrap();
+    assert!(m.file_type().is_file(), "{m:?}");
+    assert_eq!(std::fs::read(r.join(HELPER)).unwrap(), HELPER_BYTES);
+    assert!(!r.join(format!("{HELPER}.real")).exists());
+    assert_eq!(dpkg_divert(r, &["--list"]), "");
+    assert_eq!(
+        dpkg_divert(r, &["--truename", "/usr/lib/libvirt/virt-aa-helper"]),
+        "/usr/lib/libvirt/virt-aa-helper"
+    );
+}
+
+fn install_helper(root: &Path, bin: &str) -> String {
+    let (ok, out) = aa_virt(&["install", "--mode", "helper", "--bin", bin], root);
+    assert!(ok, "install --mode helper failed:\n{out}");
+    out
+}
+
+#[test]
+fn helper_mode_diverts_libvirts_helper_and_is_idempotent() {
+    let t = helper_target();
+    let r = t.path();
+    let out = install_helper(r, "/usr/bin/aa-virt");
+    assert!(
+        out.contains(
+            "diverted  /usr/lib/libvirt/virt-aa-helper to /usr/lib/libvirt/virt-aa-helper.real"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("linked    /usr/lib/libvirt/virt-aa-helper -> /usr/bin/aa-virt"),
+        "{out}"
+    );
+    // Everything else hook mode installs, compiled by the real parser.
+    for f in [
+        "/etc/apparmor.d/usr.bin.aa-virt",
+        "/etc/apparmor.d/local/usr.sbin.libvirtd.aa-virt",
+        "/etc/aa-virt/aa-virt.toml",
+    ] {
+        assert!(out.contains(&format!("created   {f}")), "{f}:\n{out}");
+    }
+    assert!(
+        out.contains("compiles  /etc/apparmor.d/usr.sbin.libvirtd"),
+        "{out}"
+    );
+    assert!(!out.contains("hooks/qemu.d"), "{out}");
+    assert!(out.contains("restart libvirtd"), "{out}");
+    assert_helper_mode(r, "/usr/bin/aa-virt");
+
+    // Again: no second diversion, nothing written.
+    let before = snapshot(r);
+    let out = install_helper(r, "/usr/bin/aa-virt");
+    assert!(
+        out.contains("already   diverted /usr/lib/libvirt/virt-aa-helper")
+            && out.contains("already   linked /usr/lib/libvirt/virt-aa-helper -> /usr/bin/aa-virt")
+            && out.contains("nothing changed"),
+        "{out}"
+    );
+    assert_eq!(snapshot(r), before);
+    assert_helper_mode(r, "/usr/bin/aa-virt");
+
+    // The binary moves: the symlink follows it, the diversion stays one.
+    let out = install_helper(r, "/usr/local/bin/aa-virt");
+    assert!(
+        out.contains("already   diverted")
+            && out.contains("linked    /usr/lib/libvirt/virt-aa-helper -> /usr/local/bin/aa-virt"),
+        "{out}"
+    );
+    assert_helper_mode(r, "/usr/local/bin/aa-virt");
+}
+
+#[test]
+fn switching_modes_moves_between_hook_and_diversion() {
+    let t = helper_target();
+    let r = t.path();
+    // Hook mode first, then helper mode: the unchanged hook goes.
+    install(r, "/usr/bin/aa-virt");
+    assert!(r.join("etc/libvirt/hooks/qemu.d/aa-virt").exists());
+    let out = install_helper(r, "/usr/bin/aa-virt");
+    assert!(
+        out.contains("removed   /etc/libvirt/hooks/qemu.d/aa-virt (helper mode"),
+        "{out}"
+    );
+    assert_helper_mode(r, "/usr/bin/aa-virt");
+
+    // Back to hook mode: diversion undone, libvirt's helper back, hook back.
+    let (ok, out) = aa_virt(
+        &["install", "--mode", "hook", "--bin", "/usr/bin/aa-virt"],
+        r,
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("removed   /usr/lib/libvirt/virt-aa-helper (symlink to aa-virt)")
+            && out.contains("undiverted /usr/lib/libvirt/virt-aa-helper")
+            && out.contains("created   /etc/libvirt/hooks/qemu.d/aa-virt"),
+        "{out}"
+    );
+    assert_helper_restored(r);
+    let hook = std::fs::read_to_string(r.join("etc/libvirt/hooks/qemu.d/aa-virt")).unwrap();
+    assert!(hook.contains("AA_VIRT='/usr/bin/aa-virt'\n"), "{hook}");
+    // And hook mode again changes nothing.
+    let out = install(r, "/usr/bin/aa-virt");
+    assert!(out.contains("nothing changed"), "{out}");
+
+    // An edited hook is kept (and said so) when switching to helper mode.
+    let hook_path = r.join("etc/libvirt/hooks/qemu.d/aa-virt");
+    std::fs::write(&hook_path, "#!/bin/sh\n# site hook\n").unwrap();
+    let out = install_helper(r, "/usr/bin/aa-virt");
+    assert!(
+        out.contains("kept      /etc/libvirt/hooks/qemu.d/aa-virt: edited"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&hook_path).unwrap(),
+        "#!/bin/sh\n# site hook\n"
+    );
+    assert!(std::fs::read_link(r.join(HELPER)).is_ok());
+}
+
+#[test]
+fn uninstall_after_helper_mode_puts_libvirts_helper_back() {
+    let t = helper_target();
+    let r = t.path();
+    let before = snapshot(r);
+    install_helper(r, "/usr/bin/aa-virt");
+    let (ok, out) = aa_virt(&["uninstall", "--bin", "/usr/bin/aa-virt"], r);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("undiverted /usr/lib/libvirt/virt-aa-helper") && !out.contains("kept"),
+        "{out}"
+    );
+    assert_helper_restored(r);
+    // Every file aa-virt wrote is gone; dpkg-divert keeps a backup of its
+    // database (diversions-old), which is dpkg's, not ours.
+    let after: Vec<_> = snapshot(r)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with("var/lib/dpkg/diversions-old"))
+        .collect();
+    assert_eq!(after, before);
+    assert!(!r.join("var/lib/aa-virt").exists());
+}
+
+#[test]
+fn uninstall_never_removes_a_file_at_the_helper_path_that_is_not_its_symlink() {
+    let t = helper_target();
+    let r = t.path();
+    install_helper(r, "/usr/bin/aa-virt");
+    // The admin put a wrapper of their own in place of aa-virt's symlink.
+    std::fs::remove_file(r.join(HELPER)).unwrap();
+    std::fs::write(r.join(HELPER), "#!/bin/sh\n# admin's wrapper\n").unwrap();
+    let (ok, out) = aa_virt(&["uninstall", "--bin", "/usr/bin/aa-virt"], r);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("kept      /usr/lib/libvirt/virt-aa-helper: not aa-virt's symlink"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join(HELPER)).unwrap(),
+        "#!/bin/sh\n# admin's wrapper\n"
+    );
+    assert_eq!(
+        std::fs::read(r.join(format!("{HELPER}.real"))).unwrap(),
+        HELPER_BYTES
+    );
+    assert!(dpkg_divert(r, &["--list"]).contains("virt-aa-helper.real"));
+}
+
+#[test]
+fn helper_mode_without_libvirts_helper_fails_and_changes_nothing() {
+    let t = helper_target();
+    let r = t.path();
+    std::fs::remove_file(r.join(HELPER)).unwrap();
+    let before = snapshot(r);
+    let (ok, out) = aa_virt(
+        &["install", "--mode", "helper", "--bin", "/usr/bin/aa-virt"],
+        r,
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("/usr/lib/libvirt/virt-aa-helper")
+            && out.contains("libvirt-daemon")
+            && out.contains("nothing was changed"),
+        "{out}"
+    );
+    assert_eq!(snapshot(r), before);
+    assert_eq!(dpkg_divert(r, &["--list"]), "");
 }
