@@ -36,6 +36,7 @@ check aa-virt --version
 check test -x /usr/share/aa-virt/libvirt-hooks/qemu
 check test ! -e /etc/libvirt/hooks/qemu.d/aa-virt
 check test -f /etc/apparmor.d/abstractions/aa-virt-qemu
+check test -f /etc/apparmor.d/abstractions/aa-virt-qemu-gl
 check man -w aa-virt
 check man -w aa-virt-profile
 check man -w 5 aa-virt.toml
@@ -47,7 +48,11 @@ tmp=$(mktemp -d)
 cp /usr/share/doc/aa-virt/examples/web-server.xml "$tmp/"
 check sh -c "cd / && aa-virt profile --check '$tmp/web-server.xml' >/dev/null"
 rm -rf "$tmp"
-grep -q 'conffiles' <(dpkg-deb -I "$deb") && check sh -c "dpkg-deb -I '$deb' conffiles | grep -q /etc/apparmor.d/abstractions/aa-virt-qemu"
+if grep -q 'conffiles' <(dpkg-deb -I "$deb"); then
+  for f in aa-virt-qemu aa-virt-qemu-gl; do
+    check sh -c "dpkg-deb -I '$deb' conffiles | grep -qx /etc/apparmor.d/abstractions/$f"
+  done
+fi
 
 dpkg --purge aa-virt
 for p in "${PURGED[@]}"; do check test ! -e "$p"; done

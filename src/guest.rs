@@ -263,6 +263,11 @@ pub struct Guest {
     pub run_paths: Vec<RunPath>,
     /// Devices that get no rule, with the reason.
     pub skipped: Vec<Skipped>,
+    /// QEMU renders with OpenGL on the host (a `<gl>`-enabled or
+    /// egl-headless display, or a 3D-accelerated video device), so it loads
+    /// Mesa's drivers and reads GPU facts: the rules include
+    /// `abstractions/aa-virt-qemu-gl`.
+    pub gl: bool,
 }
 
 impl Guest {
@@ -278,6 +283,7 @@ impl Guest {
             resources: Vec::new(),
             run_paths: Vec::new(),
             skipped: Vec::new(),
+            gl: false,
         }
     }
 

@@ -72,6 +72,19 @@ fn golden_files() {
             .unwrap_or_else(|e| panic!("{}: {e}", xml.display()));
         r.check(&guest, &templates, &parser)
             .unwrap_or_else(|e| panic!("{}: {e}", xml.display()));
+        // GL guests, and only they, include the GL abstraction (checked
+        // before blessing, so a bless cannot hide a wrong include).
+        let stem = xml.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let gl_include = r
+            .files
+            .contains("  #include <abstractions/aa-virt-qemu-gl>\n");
+        let want_gl = matches!(stem, "gl-virgl" | "kitchen-sink");
+        assert_eq!(
+            (guest.gl, gl_include),
+            (want_gl, want_gl),
+            "{}: (guest uses GL, .files includes abstractions/aa-virt-qemu-gl)",
+            xml.display()
+        );
         let golden = xml.with_extension("files");
         if bless {
             std::fs::write(&golden, &r.files).expect("write golden file");

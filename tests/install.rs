@@ -150,3 +150,63 @@ fn uninstall_unloads_and_removes_generated_files() {
     .unwrap();
     assert!(!again.files_removed && again.profile_removed);
 }
+
+#[test]
+fn gl_guests_include_the_gl_abstraction_and_it_is_compiled() {
+    let gl_xml = XML.replace(
+        "</devices>",
+        "<graphics type='egl-headless'><gl rendernode='/dev/dri/renderD128'/></graphics></devices>",
+    );
+    let plain = parse(&XML.replace("DISK", "a.img"), &ReadOptions::default()).unwrap();
+    let gl = parse(&gl_xml.replace("DISK", "a.img"), &ReadOptions::default()).unwrap();
+    assert!(gl.gl && !plain.gl);
+    let t = Templates::load(None).unwrap();
+    let rg = profile::render(&gl, &t, false).unwrap();
+    let rp = profile::render(&plain, &t, false).unwrap();
+    let inc = "  #include <abstractions/aa-virt-qemu-gl>\n";
+    assert!(rg.files.contains(inc), "{}", rg.files);
+    assert!(!rp.files.contains("aa-virt-qemu-gl"), "{}", rp.files);
+    assert_eq!(
+        rg.abstractions(),
+        vec!["abstractions/aa-virt-qemu", "abstractions/aa-virt-qemu-gl"]
+    );
+    // The real parser compiles the GL guest's profile with the abstraction.
+    let parser = aa_virt::apparmor::Parser::new();
+    rg.check(&gl, &t, &parser).unwrap();
+
+    // The include is really followed: a broken GL abstraction (an override
+    // in the templates directory) breaks the GL guest's compile only.
+    let over = tempfile::tempdir().unwrap();
+    let abs = over.path().join("apparmor.d/abstractions");
+    std::fs::create_dir_all(&abs).unwrap();
+    std::fs::write(abs.join("aa-virt-qemu-gl"), "  not a rule at all,\n").unwrap();
+    let broken = Templates::load(Some(over.path())).unwrap();
+    let e = rg.check(&gl, &broken, &parser).unwrap_err().to_string();
+    assert!(e.contains("inst{1}"), "{e}");
+    rp.check(&plain, &broken, &parser).unwrap();
+
+    // Installing the guest puts the abstraction in place.
+    let k = common::FakeKernel::new();
+    let root = tempfile::tempdir().unwrap();
+    let layout = Layout::under(root.path());
+    rg.install(&gl, &layout, &t, &k.parser(), &k.status())
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(layout.apparmor_dir.join("abstractions/aa-virt-qemu-gl")).unwrap(),
+        t.abstraction("abstractions/aa-virt-qemu-gl").unwrap()
+    );
+}
+
+#[test]
+fn a_guest_gets_only_the_abstractions_it_includes_written() {
+    let k = common::FakeKernel::new();
+    let root = tempfile::tempdir().unwrap();
+    let layout = Layout::under(root.path());
+    let (g, r, t) = render("a.img");
+    assert_eq!(r.abstractions(), vec!["abstractions/aa-virt-qemu"]);
+    r.install(&g, &layout, &t, &k.parser(), &k.status())
+        .unwrap();
+    let abs = layout.apparmor_dir.join("abstractions");
+    assert!(abs.join("aa-virt-qemu").exists());
+    assert!(!abs.join("aa-virt-qemu-gl").exists());
+}

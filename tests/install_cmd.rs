@@ -81,6 +81,7 @@ fn install_writes_everything_compiles_it_and_is_idempotent() {
     for f in [
         "/etc/libvirt/hooks/qemu.d/aa-virt",
         "/etc/apparmor.d/abstractions/aa-virt-qemu",
+        "/etc/apparmor.d/abstractions/aa-virt-qemu-gl",
         "/etc/apparmor.d/usr.bin.aa-virt",
         "/etc/apparmor.d/local/usr.sbin.libvirtd.aa-virt",
         "/etc/aa-virt/aa-virt.toml",
@@ -132,6 +133,16 @@ fn install_writes_everything_compiles_it_and_is_idempotent() {
     assert_eq!(
         std::fs::read_to_string(r.join("etc/aa-virt/aa-virt.toml")).unwrap(),
         aa_virt::config::DEFAULT_TEXT
+    );
+    // The GL abstraction is the shipped text, and aa-virt's own profile may
+    // write it (guest profiles are installed under that profile).
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/apparmor.d/abstractions/aa-virt-qemu-gl")).unwrap(),
+        include_str!("../templates/apparmor.d/abstractions/aa-virt-qemu-gl")
+    );
+    assert!(
+        prof.contains("/etc/apparmor.d/abstractions/aa-virt-qemu{,-gl} rwl,"),
+        "{prof}"
     );
 
     // Twice: nothing changes, not even mtimes' content.
@@ -271,6 +282,12 @@ fn uninstall_restores_the_tree_exactly() {
     let (ok, out) = aa_virt(&["uninstall", "--bin", "/usr/bin/aa-virt"], r);
     assert!(ok, "{out}");
     assert!(!out.contains("kept"), "{out}");
+    for f in ["aa-virt-qemu", "aa-virt-qemu-gl"] {
+        assert!(
+            out.contains(&format!("removed   /etc/apparmor.d/abstractions/{f}\n")),
+            "{f}:\n{out}"
+        );
+    }
     let mut after = snapshot(r);
     // The admin's line gained the newline install needed to append after it.
     for (p, c) in after.iter_mut() {

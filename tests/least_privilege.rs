@@ -1,8 +1,8 @@
 //! What the templates grant, listed rule by rule and compared with a
 //! reviewed allow-list (`tests/least-privilege.tsv`).
 //!
-//! For the QEMU abstraction (`templates/apparmor.d/abstractions/aa-virt-qemu`)
-//! and the LXC container template (`templates/lxc/container.hbs`, every
+//! For the QEMU abstractions (`templates/apparmor.d/abstractions/aa-virt-qemu`,
+//! and `aa-virt-qemu-gl` for guests that use GL) and the LXC container template (`templates/lxc/container.hbs`, every
 //! conditional branch at once), the test extracts the grants that matter
 //! for confinement: capabilities, file rules with write access, device
 //! nodes, change_profile, mount-family rules, and bare rule classes
@@ -21,6 +21,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "aa-virt-qemu",
         "templates/apparmor.d/abstractions/aa-virt-qemu",
+    ),
+    (
+        "aa-virt-qemu-gl",
+        "templates/apparmor.d/abstractions/aa-virt-qemu-gl",
     ),
     ("lxc-container", "templates/lxc/container.hbs"),
 ];

@@ -66,10 +66,15 @@ impl Layout {
         p
     }
 
-    /// Write aa-virt's abstractions into the policy directory where they
-    /// are missing (an admin's edited copy is never overwritten).
-    pub fn ensure_abstractions(&self, templates: &Templates) -> Result<(), ProfileError> {
-        for (rel, _) in policy::template::ABSTRACTIONS {
+    /// Write aa-virt's abstractions named in `rels` (relative to the policy
+    /// directory, as [`Rendered::abstractions`] lists them) where they are
+    /// missing (an admin's edited copy is never overwritten).
+    pub fn ensure_abstractions(
+        &self,
+        templates: &Templates,
+        rels: &[&str],
+    ) -> Result<(), ProfileError> {
+        for rel in rels {
             let path = self.apparmor_dir.join(rel);
             // A run killed while creating it leaves a temp file beside it.
             store::sweep_temp(path.parent().unwrap_or(&self.apparmor_dir));
@@ -184,6 +189,20 @@ pub fn render(
 }
 
 impl Rendered {
+    /// aa-virt's own abstractions ([`policy::template::ABSTRACTIONS`]) that
+    /// the profile or its `.files` includes: `abstractions/aa-virt-qemu`
+    /// always, `abstractions/aa-virt-qemu-gl` for a guest that uses GL.
+    pub fn abstractions(&self) -> Vec<&'static str> {
+        policy::template::ABSTRACTIONS
+            .iter()
+            .map(|(rel, _)| *rel)
+            .filter(|rel| {
+                let inc = format!("<{rel}>");
+                self.profile.contains(&inc) || self.files.contains(&inc)
+            })
+            .collect()
+    }
+
     /// Compile the profile with the real parser without loading it: the
     /// files are laid out in a scratch policy directory, with aa-virt's
     /// abstractions beside them, and the system's `/etc/apparmor.d` for the
@@ -298,7 +317,10 @@ impl Rendered {
         lock: &store::Lock,
     ) -> Result<Installed, ProfileError> {
         store::sweep_temp(&layout.libvirt_dir());
-        layout.ensure_abstractions(templates)?;
+        // Only those this guest includes: a host whose aa-virt profile
+        // predates an abstraction still starts every guest that does not
+        // need it.
+        layout.ensure_abstractions(templates, &self.abstractions())?;
         // Set while files may be newer than what the kernel enforces: a run
         // killed between writing and loading leaves it, and the next run
         // then loads even though the files look unchanged.

@@ -39,10 +39,20 @@ pub const BUILTIN: &[(&str, &str)] = &[
 ];
 
 /// Abstractions aa-virt ships, relative to `/etc/apparmor.d`.
-pub const ABSTRACTIONS: &[(&str, &str)] = &[(
-    "abstractions/aa-virt-qemu",
-    include_str!("../../templates/apparmor.d/abstractions/aa-virt-qemu"),
-)];
+pub const ABSTRACTIONS: &[(&str, &str)] = &[
+    (
+        "abstractions/aa-virt-qemu",
+        include_str!("../../templates/apparmor.d/abstractions/aa-virt-qemu"),
+    ),
+    (
+        GL_ABSTRACTION,
+        include_str!("../../templates/apparmor.d/abstractions/aa-virt-qemu-gl"),
+    ),
+];
+
+/// The abstraction the rules of a guest that uses OpenGL include
+/// ([`Guest::gl`]): Mesa's drivers and the GPU facts they read.
+pub const GL_ABSTRACTION: &str = "abstractions/aa-virt-qemu-gl";
 
 /// Template errors.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +110,8 @@ struct ProfileCtx<'a> {
     profile: &'a str,
     complain: bool,
     rules: Vec<RuleLine>,
+    /// The GL abstraction, for a guest that uses GL ([`Guest::gl`]).
+    gl: Option<&'static str>,
     includes: &'a [String],
 }
 
@@ -201,6 +213,7 @@ impl Templates {
                         .collect()
                 })
                 .unwrap_or_default(),
+            gl: guest.gl.then_some(GL_ABSTRACTION),
             includes: &self.includes,
         }
     }

@@ -221,15 +221,17 @@ impl Reader<'_> {
         }
         if let Some(gl) = child(gr, "gl") {
             if yes(gl, "enable") != Some(false) || ty == "egl-headless" {
+                self.g.gl = true;
                 self.render_node(attr(gl, "rendernode"), &origin);
             }
         } else if ty == "egl-headless" {
+            self.g.gl = true;
             self.render_node(None, &origin);
         }
         Ok(())
     }
 
-    /// `<video>`: a 3D-accelerated virtio GPU's render node.
+    /// `<video>`: a 3D-accelerated virtio GPU's render node (and GL).
     pub(crate) fn video(&mut self, v: Node<'_, '_>) -> Result<(), DomainError> {
         let origin = self.next_origin("video");
         if child(v, "driver").and_then(|d| d.attribute("name")) == Some("vhostuser") {
@@ -241,6 +243,8 @@ impl Reader<'_> {
         }
         if let Some(acc) = child(v, "model").and_then(|m| child(m, "acceleration")) {
             if yes(acc, "accel3d") == Some(true) {
+                // virgl: QEMU renders the guest's 3D commands with host GL.
+                self.g.gl = true;
                 if let Some(r) = attr(acc, "rendernode") {
                     self.file(r, Access::RW, format!("{origin} render node"));
                 }
@@ -507,6 +511,30 @@ mod tests {
                 "graphics0 (egl-headless) render node"
             )]
         );
+        assert!(g.gl, "egl-headless renders with host GL");
+    }
+
+    #[test]
+    fn which_guests_use_gl() {
+        let gl = |x: &str| devs(x).gl;
+        assert!(gl(
+            "<graphics type='spice'><gl enable='yes' rendernode='/dev/dri/renderD128'/></graphics>"
+        ));
+        assert!(gl(
+            "<graphics type='dbus'><gl enable='yes' rendernode='/dev/dri/renderD128'/></graphics>"
+        ));
+        assert!(gl(
+            "<graphics type='egl-headless'><gl rendernode='/dev/dri/renderD128'/></graphics>"
+        ));
+        assert!(gl(
+            "<video><model type='virtio'><acceleration accel3d='yes'/></model></video>"
+        ));
+        assert!(!gl("<graphics type='spice'><gl enable='no'/></graphics>"));
+        assert!(!gl("<graphics type='vnc' socket='/run/vnc.sock'/>"));
+        assert!(!gl(
+            "<video><model type='virtio'><acceleration accel3d='no'/></model></video>"
+        ));
+        assert!(!gl("<video><model type='virtio'/></video>"));
     }
 
     #[test]
