@@ -4,6 +4,10 @@
 //! For every XML the reference accepts, each path it grants must be granted
 //! by aa-virt too, with at least the same access — unless the difference is
 //! deliberate and listed, with its reason, in `tests/deliberate-differences.tsv`.
+//! A path counts as granted when the guest's generated rules grant it, or
+//! when a file rule of one of aa-virt's own abstractions that the guest's
+//! profile or `.files` includes does (`abstractions/aa-virt-qemu` for every
+//! guest, `abstractions/aa-virt-qemu-gl` for guests that use GL).
 //! Where the reference accepts an XML that aa-virt refuses, the refusal must
 //! be listed there as well. Every profile aa-virt renders is compiled with
 //! the real `apparmor_parser`.
@@ -22,7 +26,8 @@ use aa_virt::apparmor::Parser;
 use aa_virt::guest::{Access, Guest};
 use aa_virt::libvirt::profile::{self, Rendered};
 use aa_virt::libvirt::{self, ReadOptions};
-use aa_virt::policy::Templates;
+use aa_virt::policy::template::ABSTRACTIONS;
+use aa_virt::policy::{Pattern, Templates};
 
 const HELPER: &str = "/usr/lib/libvirt/virt-aa-helper";
 const THREADS: usize = 2;
@@ -133,6 +138,76 @@ fn with_real_id(path: &str) -> Option<String> {
     (p != path).then_some(p)
 }
 
+/// The plain file rules (`PATH PERMS,`, PATH absolute) of each of
+/// aa-virt's abstractions, by include name (`abstractions/aa-virt-qemu`).
+/// `owner`, `deny` and `audit` rules, variables such as `@{PROC}` and
+/// non-file rules are left out, so this can only under-count what an
+/// abstraction grants. Brace alternations are kept as literal text, as the
+/// reference's own paths are matched (a reference rule is covered by an
+/// abstraction rule whose text matches it).
+fn abstraction_rules(templates: &Templates) -> BTreeMap<&'static str, Vec<(Pattern, Access)>> {
+    ABSTRACTIONS
+        .iter()
+        .map(|(rel, _)| {
+            let text = templates
+                .abstraction(rel)
+                .unwrap_or_else(|e| panic!("{rel}: {e}"));
+            let rules = text
+                .lines()
+                .filter_map(|l| {
+                    let l = l.trim().strip_suffix(',')?;
+                    let (path, perms) = l.split_once(char::is_whitespace)?;
+                    if !path.starts_with('/') {
+                        return None;
+                    }
+                    let perms: String = perms
+                        .trim()
+                        .chars()
+                        .filter(|c| "mrwalk".contains(*c))
+                        .collect();
+                    Some((glob_text(path), Access::parse(&perms)?))
+                })
+                .collect::<Vec<_>>();
+            assert!(!rules.is_empty(), "no file rules read from {rel}");
+            (*rel, rules)
+        })
+        .collect()
+}
+
+/// A rule path as written in an abstraction, with AppArmor's `*`, `**` and
+/// `?` as globs and every other character (braces, brackets, `@{...}`)
+/// literal, matching the way the reference's paths are compared.
+fn glob_text(path: &str) -> Pattern {
+    let mut p = Pattern::literal(Vec::new());
+    let mut rest = path;
+    while let Some(i) = rest.find(['*', '?']) {
+        p = p.lit(&rest[..i]);
+        let g = if rest[i..].starts_with("**") {
+            "**"
+        } else if rest[i..].starts_with('*') {
+            "*"
+        } else {
+            "?"
+        };
+        p = p.glob(g);
+        rest = &rest[i + g.len()..];
+    }
+    p.lit(rest)
+}
+
+/// The abstractions a profile text includes (`#include <X>`, `include <X>`,
+/// `include if exists <X>`).
+fn includes(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = l.strip_prefix('#').unwrap_or(l).strip_prefix("include")?;
+            let l = l.trim_start().strip_prefix("if exists").unwrap_or(l);
+            l.trim().strip_prefix('<')?.strip_suffix('>')
+        })
+        .collect()
+}
+
 #[derive(Debug)]
 struct Difference {
     kind: String,
@@ -217,6 +292,7 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
     assert!(!files.is_empty(), "no XML files under {}", corpus.display());
     let diffs = load_differences();
     let templates = Templates::load(None).expect("built-in templates");
+    let abstractions = abstraction_rules(&templates);
     let rel = |p: &Path| p.strip_prefix(&corpus).unwrap_or(p).display().to_string();
 
     let t0 = Instant::now();
@@ -251,6 +327,7 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
     let (mut accepted, mut covered, mut deliberate, mut refused_listed) = (0, 0, 0, 0);
     // Of `covered`: reference paths for id -1 that aa-virt grants for id 1.
     let mut covered_for_an_id = 0;
+    let mut by_abstraction: BTreeMap<&str, usize> = BTreeMap::new();
     let mut missing: Vec<String> = Vec::new();
     let mut unexplained: Vec<String> = Vec::new();
     let mut per_reason: BTreeMap<String, usize> = BTreeMap::new();
@@ -274,6 +351,11 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
             },
         };
         let rules = rendered.rules.rules();
+        let included: Vec<(&str, &Vec<(Pattern, Access)>)> = includes(&rendered.profile)
+            .into_iter()
+            .chain(includes(&rendered.files))
+            .filter_map(|i| abstractions.get_key_value(i).map(|(k, v)| (*k, v)))
+            .collect();
         for rr in &r.rules {
             let want = Access::parse(&rr.perms)
                 .unwrap_or_else(|| panic!("reference permissions {:?}", rr.perms));
@@ -294,8 +376,20 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
                     }
                 }
             }
+            let from_abstraction = || {
+                included.iter().find(|(_, rules)| {
+                    rules
+                        .iter()
+                        .filter(|(p, _)| p.matches(rr.path.as_bytes()))
+                        .fold(have, |a, (_, acc)| a.union(*acc))
+                        .covers(want)
+                })
+            };
             if have.covers(want) {
                 covered += 1;
+            } else if let Some((name, _)) = from_abstraction() {
+                covered += 1;
+                *by_abstraction.entry(name).or_default() += 1;
             } else if let Some(d) = find_difference(&diffs, "path", &rr.path) {
                 deliberate += 1;
                 *per_reason.entry(d.reason.clone()).or_default() += 1;
@@ -359,6 +453,9 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
     println!("  accepted by the reference:         {accepted}");
     println!("  reference paths covered:           {covered}");
     println!("    of which id -1 paths, covered for a real id: {covered_for_an_id}");
+    for (name, n) in &by_abstraction {
+        println!("    of which by {name}: {n}");
+    }
     println!("  reference paths deliberately different: {deliberate}");
     println!("  reference paths missing:           {}", missing.len());
     println!("  accepted by the reference, refused by aa-virt (listed): {refused_listed}");
@@ -390,9 +487,14 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
     );
     // libtest hides a passing test's output: keep the counts where
     // `make test` prints them after the run.
+    let by_abs = by_abstraction
+        .iter()
+        .map(|(name, n)| format!("{n} by {name}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let summary = format!(
         "differential test against {HELPER}: {} XMLs run, {accepted} accepted by the reference; \
-         reference paths: {covered} covered ({covered_for_an_id} of them id -1 paths, for a real id), \
+         reference paths: {covered} covered ({covered_for_an_id} of them id -1 paths, for a real id; {by_abs}), \
          {deliberate} deliberately different, {} missing; \
          refused by aa-virt: {refused_listed} listed, {} not listed; {} distinct profiles compiled, {} failed\n",
         files.len(),
@@ -421,6 +523,30 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
         missing.len(),
         unexplained.len(),
         compile_errors.len()
+    );
+}
+
+#[test]
+fn abstraction_rules_and_includes_are_read() {
+    let t = Templates::load(None).expect("built-in templates");
+    let a = abstraction_rules(&t);
+    let gl = &a["abstractions/aa-virt-qemu-gl"];
+    let grants = |rules: &[(Pattern, Access)], path: &str| {
+        rules
+            .iter()
+            .filter(|(p, _)| p.matches(path.as_bytes()))
+            .fold(Access::default(), |x, (_, acc)| x.union(*acc))
+    };
+    assert!(grants(gl, "/usr/lib/@{multiarch}/dri/*.so*").covers(Access::parse("mr").unwrap()));
+    assert!(grants(gl, "/dev/dri/").covers(Access::R));
+    // The render node is per guest, never in the abstraction; deny rules
+    // are not grants.
+    assert!(grants(gl, "/dev/dri/renderD128").is_empty());
+    assert!(grants(gl, "/var/lib/libvirt/.cache/").is_empty());
+    assert!(grants(&a["abstractions/aa-virt-qemu"], "/dev/vhost-net").covers(Access::RW));
+    assert_eq!(
+        includes("  #include <abstractions/a>\n  include if exists <local/b>\n  /x r,\n"),
+        vec!["abstractions/a", "local/b"]
     );
 }
 
