@@ -48,6 +48,19 @@ tmp=$(mktemp -d)
 cp /usr/share/doc/aa-virt/examples/web-server.xml "$tmp/"
 check sh -c "cd / && aa-virt profile --check '$tmp/web-server.xml' >/dev/null"
 rm -rf "$tmp"
+# What `aa-virt install` sets up (hook mode, then the switch to helper
+# mode), the package's removal takes back: libvirt must never be left with a
+# hook or a helper that points at a binary that is gone.
+helper=/usr/lib/libvirt/virt-aa-helper
+hook=/etc/libvirt/hooks/qemu.d/aa-virt
+[ -f "$helper" ] || { echo "deb-test: $helper is missing: install libvirt-daemon (CI does)" >&2; exit 1; }
+helper_sum=$(sha256sum < "$helper")
+check aa-virt install
+check test -x "$hook"
+check aa-virt install --mode helper
+check test ! -e "$hook"
+check test "$(readlink "$helper")" = /usr/bin/aa-virt
+check test "$(dpkg-divert --truename "$helper")" = "$helper.real"
 if grep -q 'conffiles' <(dpkg-deb -I "$deb"); then
   for f in aa-virt-qemu aa-virt-qemu-gl; do
     check sh -c "dpkg-deb -I '$deb' conffiles | grep -qx /etc/apparmor.d/abstractions/$f"
@@ -56,6 +69,11 @@ fi
 
 dpkg --purge aa-virt
 for p in "${PURGED[@]}"; do check test ! -e "$p"; done
+check test ! -L "$helper"
+check test "$(sha256sum < "$helper")" = "$helper_sum"
+check test "$(dpkg-divert --truename "$helper")" = "$helper"
+check test ! -e "$hook"
+check test ! -e /var/lib/aa-virt/installed.json
 snapshot > "$after"
 if ! diff -u "$before" "$after"; then
   echo "FAIL: files left behind or removed by install+purge (diff above)"

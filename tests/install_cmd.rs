@@ -26,10 +26,15 @@ fn target() -> tempfile::TempDir {
 }
 
 fn aa_virt(args: &[&str], root: &Path) -> (bool, String) {
+    aa_virt_env(args, root, &[])
+}
+
+fn aa_virt_env(args: &[&str], root: &Path, env: &[(&str, &str)]) -> (bool, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_aa-virt"))
         .args(args)
         .arg("--root")
         .arg(root)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let text = format!(
@@ -547,7 +552,14 @@ fn uninstall_after_helper_mode_puts_libvirts_helper_back() {
     let r = t.path();
     let before = snapshot(r);
     install_helper(r, "/usr/bin/aa-virt");
-    let (ok, out) = aa_virt(&["uninstall", "--bin", "/usr/bin/aa-virt"], r);
+    // As the package's prerm runs it: dpkg sets DPKG_MAINTSCRIPT_PACKAGE,
+    // which dpkg-divert takes as the owner of a diversion unless told the
+    // diversion is --local.
+    let (ok, out) = aa_virt_env(
+        &["uninstall", "--bin", "/usr/bin/aa-virt"],
+        r,
+        &[("DPKG_MAINTSCRIPT_PACKAGE", "aa-virt")],
+    );
     assert!(ok, "{out}");
     assert!(
         out.contains("undiverted /usr/lib/libvirt/virt-aa-helper") && !out.contains("kept"),

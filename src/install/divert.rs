@@ -217,7 +217,7 @@ pub(super) fn apply(
         LinkStep::Create | LinkStep::Replace => {
             if let Err(e) = link(o) {
                 if p.divert {
-                    let _ = dpkg_divert(o, &["--rename", "--remove", HELPER_PATH]);
+                    let _ = dpkg_divert(o, &["--local", "--rename", "--remove", HELPER_PATH]);
                 }
                 return Err(e);
             }
@@ -284,7 +284,7 @@ pub(super) fn undo(o: &Options, d: &Diversion, rep: &mut Report) -> Result<Undo,
     if !diverted {
         return Ok(Undo::Nothing);
     }
-    if let Err(e) = dpkg_divert(o, &["--rename", "--remove", HELPER_PATH]) {
+    if let Err(e) = dpkg_divert(o, &["--local", "--rename", "--remove", HELPER_PATH]) {
         if removed_link {
             let _ = link_to(&helper, Path::new(&d.link));
         }
