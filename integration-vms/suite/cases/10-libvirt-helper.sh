@@ -1,14 +1,15 @@
-# Drop-in helper mode on a real AppArmor kernel. aa-virt takes the place of
-# libvirt's /usr/lib/libvirt/virt-aa-helper (dpkg-divert + a symlink to the
-# installed /usr/bin/aa-virt, as a package would do it); libvirtd's AppArmor
-# driver runs it with dynamic labels (no seclabel in the domain) at start,
-# hotplug, unplug and stop. libvirtd execs the symlink, the kernel resolves
-# it to /usr/bin/aa-virt, and the daemon override `aa-virt install` ships
+# Drop-in helper mode on a real AppArmor kernel, set up the way a user
+# does it: `aa-virt install --mode helper` diverts libvirt's
+# /usr/lib/libvirt/virt-aa-helper (dpkg-divert) and puts a symlink to the
+# installed /usr/bin/aa-virt in its place; libvirtd's AppArmor driver runs it
+# with dynamic labels (no seclabel in the domain) at start, hotplug, unplug
+# and stop. libvirtd execs the symlink, the kernel resolves it to
+# /usr/bin/aa-virt, and the daemon override install ships
 # (local/usr.sbin.libvirtd.aa-virt: `/usr/bin/aa-virt Px -> aa-virt`) runs it
 # under aa-virt's own profile; Debian's usr.lib.libvirt.virt-aa-helper
 # profile attaches to the path /usr/lib/libvirt/virt-aa-helper and never
-# sees it. The hook that install also puts in place is removed here, so
-# everything below is the helper's work alone.
+# sees it. Helper mode installs no hook, so everything below is the
+# helper's work alone.
 #
 # Asserted on the kernel's view: QEMU's label, reads from inside that label
 # (aa-exec), the kernel's DENIED and STATUS records, the profile list.
@@ -22,27 +23,30 @@ HELPER=/usr/lib/libvirt/virt-aa-helper
 export LIBVIRT_DEFAULT_URI=qemu:///system
 
 # --- put aa-virt in place of virt-aa-helper ----------------------------------
-# Cleanups run last-registered first: guest, uninstall, binary, helper, daemon.
+# Cleanups run last-registered first: guest, uninstall, binary, daemon; the
+# divert and symlink cleanups are a safety net if uninstall cannot run.
 on_exit systemctl restart libvirtd
 on_exit dpkg-divert --quiet --local --rename --remove "$HELPER"
 on_exit "[ -L '$HELPER' ] && rm -f '$HELPER'"
-assert_ok "dpkg-divert moves libvirt's helper aside" \
-    dpkg-divert --local --rename --divert "$HELPER.real" --add "$HELPER"
-assert_exists "libvirt's helper is kept as $HELPER.real" "$HELPER.real"
+helper_sum=$(sha256sum < "$HELPER")
 install -m 0755 "$AA_VIRT" /usr/bin/aa-virt
 on_exit rm -f /usr/bin/aa-virt
-assert_ok "symlink $HELPER -> /usr/bin/aa-virt" ln -s /usr/bin/aa-virt "$HELPER"
+on_exit /usr/bin/aa-virt uninstall
+assert_ok "aa-virt install --mode helper (abstraction, own profile, libvirtd override, diversion)" \
+    /usr/bin/aa-virt install --mode helper
+note "install: $(printf '%s' "$LAST_OUT" | tr '\n' ';')"
+assert_eq "libvirt's helper is diverted to $HELPER.real" "$HELPER.real" "$(dpkg-divert --truename "$HELPER")"
+assert_eq "$HELPER is a symlink to /usr/bin/aa-virt" /usr/bin/aa-virt "$(readlink "$HELPER")"
+assert_eq "libvirt's helper is kept byte for byte" "$helper_sum" "$(sha256sum < "$HELPER.real")"
+assert_eq "helper mode installs no hook" no "$([ -e /etc/libvirt/hooks/qemu.d/aa-virt ] && echo yes || echo no)"
 assert_contains "called as virt-aa-helper, aa-virt speaks the helper's command line" \
     "$("$HELPER" -h 2>&1)" "virt-aa-helper"
-
-on_exit /usr/bin/aa-virt uninstall
-assert_ok "aa-virt install (abstraction, aa-virt's profile, libvirtd override)" /usr/bin/aa-virt install
-note "install: $(printf '%s' "$LAST_OUT" | tr '\n' ';')"
 assert_exists "the abstraction is installed" /etc/apparmor.d/abstractions/aa-virt-qemu
 assert_eq "aa-virt's own profile is loaded" enforce "$(aa_profile_mode aa-virt)"
 assert_contains "libvirtd's override execs /usr/bin/aa-virt under aa-virt's profile" \
     "$(cat /etc/apparmor.d/local/usr.sbin.libvirtd.aa-virt 2>&1)" "\"/usr/bin/aa-virt\" Px -> aa-virt"
-rm -f /etc/libvirt/hooks/qemu.d/aa-virt
+assert_ok "aa-virt install --mode helper again changes nothing" /usr/bin/aa-virt install --mode helper
+assert_contains "the second install says so" "$LAST_OUT" "nothing changed"
 assert_ok "libvirtd restarts" systemctl restart libvirtd
 wait_for 30 virsh version || fail "libvirtd does not answer after restart"
 assert_eq "libvirtd runs under its enforced profile" "libvirtd (enforce)" "$(aa_label "$(pidof libvirtd)")"
@@ -144,9 +148,7 @@ assert_exists "the admin-editable profile file stays (as with libvirt)" "/etc/ap
 
 # --- put libvirt's helper back (on_exit does it too if the case dies early) ---
 assert_ok "virsh undefine" virsh undefine "$NAME"
-assert_ok "aa-virt uninstall" /usr/bin/aa-virt uninstall
-rm -f "$HELPER"
-assert_ok "dpkg-divert --remove puts libvirt's helper back" \
-    dpkg-divert --local --rename --remove "$HELPER"
+assert_ok "aa-virt uninstall (puts libvirt's helper back)" /usr/bin/aa-virt uninstall
+assert_eq "libvirt's helper is back byte for byte" "$helper_sum" "$(sha256sum < "$HELPER" 2>&1)"
 assert_eq "$HELPER is libvirt's own binary again" "regular file, not diverted" \
     "$([ -f "$HELPER" ] && [ ! -L "$HELPER" ] && echo "regular file")$([ "$(dpkg-divert --truename "$HELPER")" = "$HELPER" ] && echo ", not diverted")"
