@@ -92,18 +92,21 @@ fn enable_is_exact_idempotent_and_disable_restores_bytes() {
     let cfg = lp.join("c1/config");
     let orig = std::fs::read(&cfg).unwrap();
     let lps = lp.to_str().unwrap();
-    let o = aa(
-        &[
-            "lxc",
-            "enable",
-            "-P",
-            lps,
-            "c1",
-            "--snippet",
-            "/usr/share/aa-virt/lxc-hooks/aa-virt.conf",
-        ],
-        &[],
-    );
+    let enable = || {
+        aa(
+            &[
+                "lxc",
+                "enable",
+                "-P",
+                lps,
+                "c1",
+                "--snippet",
+                "/usr/share/aa-virt/lxc-hooks/aa-virt.conf",
+            ],
+            &[],
+        )
+    };
+    let o = enable();
     assert!(o.status.success(), "{}", text(&o));
     let once = std::fs::read_to_string(&cfg).unwrap();
     let names = lxc::Names::derive("c1", &lp);
@@ -119,18 +122,7 @@ fn enable_is_exact_idempotent_and_disable_restores_bytes() {
             lxc::config::END
         );
     assert_eq!(once, expected);
-    let o = aa(
-        &[
-            "lxc",
-            "enable",
-            "-P",
-            lps,
-            "c1",
-            "--snippet",
-            "/usr/share/aa-virt/lxc-hooks/aa-virt.conf",
-        ],
-        &[],
-    );
+    let o = enable();
     assert!(text(&o).contains("already enabled"), "{}", text(&o));
     assert_eq!(
         std::fs::read_to_string(&cfg).unwrap(),
