@@ -535,7 +535,16 @@ fn lxc_start_fails_closed_without_apparmor_or_runs_allowed_unconfined() {
     assert!(o.status.success(), "{}", text(&o));
     let log = d.path().join("hooks.log");
     let lxclog = d.path().join("lxc.log");
-    let start = |allow: bool| {
+    /// How the test lets the container start unconfined, if at all.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Allow {
+        No,
+        Env,
+        Config,
+    }
+    let open_cfg = d.path().join("open.toml");
+    std::fs::write(&open_cfg, "fail = \"open\"\n").unwrap();
+    let start = |allow: Allow| {
         let mut c = Command::new("timeout");
         c.args([
             "60",
@@ -553,15 +562,21 @@ fn lxc_start_fails_closed_without_apparmor_or_runs_allowed_unconfined() {
         c.env("AA_VIRT_HOOK_LOG", &log)
             .env("AA_VIRT_ROOT", state_root())
             .env_remove("AA_VIRT_SYSROOT");
-        if allow {
-            c.env("AA_VIRT_ALLOW_UNCONFINED", "1");
-        } else {
-            c.env_remove("AA_VIRT_ALLOW_UNCONFINED");
+        c.env_remove("AA_VIRT_ALLOW_UNCONFINED")
+            .env("AA_VIRT_CONFIG", d.path().join("absent.toml"));
+        match allow {
+            Allow::No => {}
+            Allow::Env => {
+                c.env("AA_VIRT_ALLOW_UNCONFINED", "1");
+            }
+            Allow::Config => {
+                c.env("AA_VIRT_CONFIG", &open_cfg);
+            }
         }
         c.output().unwrap()
     };
     // 1. Fail closed: the start fails, our message is in LXC's log.
-    let o = start(false);
+    let o = start(Allow::No);
     assert!(
         !o.status.success(),
         "the container must not start unconfined"
@@ -578,35 +593,38 @@ fn lxc_start_fails_closed_without_apparmor_or_runs_allowed_unconfined() {
         .collect();
     assert_eq!(kinds, ["pre-start", "post-stop"], "{hooks}");
     assert!(hooks.starts_with("pre-start c9 error: "), "{hooks}");
-    // 2. Allowed unconfined: start, stop, hooks in order.
-    std::fs::remove_file(&log).unwrap();
-    let o = start(true);
-    assert!(o.status.success(), "{}", text(&o));
-    let stop = Command::new("timeout")
-        .args(["60", "lxc-stop", "-P", lps, "-n", "c9", "-k"])
-        .output()
-        .unwrap();
-    assert!(stop.status.success(), "{}", text(&stop));
-    // post-stop runs in LXC's monitor, which may outlive lxc-stop briefly.
-    for _ in 0..50 {
-        if std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("post-stop")
-        {
-            break;
+    // 2. Allowed unconfined, by lxc-start's environment or by
+    // `fail = "open"` in aa-virt.toml: start, stop, hooks in order.
+    for allow in [Allow::Env, Allow::Config] {
+        std::fs::remove_file(&log).unwrap();
+        let o = start(allow);
+        assert!(o.status.success(), "{}", text(&o));
+        let stop = Command::new("timeout")
+            .args(["60", "lxc-stop", "-P", lps, "-n", "c9", "-k"])
+            .output()
+            .unwrap();
+        assert!(stop.status.success(), "{}", text(&stop));
+        // post-stop runs in LXC's monitor, which may outlive lxc-stop briefly.
+        for _ in 0..50 {
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("post-stop")
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        let hooks = std::fs::read_to_string(&log).unwrap();
+        let kinds: Vec<&str> = hooks
+            .lines()
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(kinds, ["pre-start", "start-host", "post-stop"], "{hooks}");
+        assert!(hooks.lines().all(|l| l.contains(" ok: ")), "{hooks}");
+        let info = Command::new("lxc-info")
+            .args(["-P", lps, "-n", "c9", "-s", "-H"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&info.stdout).trim(), "STOPPED");
     }
-    let hooks = std::fs::read_to_string(&log).unwrap();
-    let kinds: Vec<&str> = hooks
-        .lines()
-        .map(|l| l.split(' ').next().unwrap())
-        .collect();
-    assert_eq!(kinds, ["pre-start", "start-host", "post-stop"], "{hooks}");
-    assert!(hooks.lines().all(|l| l.contains(" ok: ")), "{hooks}");
-    let info = Command::new("lxc-info")
-        .args(["-P", lps, "-n", "c9", "-s", "-H"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&info.stdout).trim(), "STOPPED");
 }

@@ -226,11 +226,25 @@ pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32
             )
         }
     };
+    // The same configuration file as the libvirt hook: `fail = "open"`
+    // allows unconfined containers as it allows unconfined VMs. A file that
+    // does not parse fails the start (closed), naming the file and line.
+    let cfg_path = crate::config::Config::default_path();
+    let cfg = match crate::config::Config::load(&cfg_path) {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                Some(&env),
+                format!("{} hook for container {}: {e}", env.hook_type, env.name),
+            )
+        }
+    };
     let settings = Settings {
         root: Root::from_env(SYSROOT_ENV),
         layout: Layout::from_env(),
         parser: Parser::new(),
-        allow_unconfined: env_flag(ALLOW_UNCONFINED_ENV),
+        allow_unconfined: env_flag(ALLOW_UNCONFINED_ENV)
+            || cfg.fail == crate::config::FailMode::Open,
         allow_incomplete: env_flag(ALLOW_INCOMPLETE_ENV),
         settle: Duration::from_secs(10),
     };

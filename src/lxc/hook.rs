@@ -182,7 +182,7 @@ fn host_check(
             message: if f.available {
                 msg
             } else {
-                format!("{msg}; container would run unconfined, so aa-virt fails its start (set AA_VIRT_ALLOW_UNCONFINED=1 to allow unconfined containers)")
+                format!("{msg}; container would run unconfined, so aa-virt fails its start (set fail = \"open\" in /etc/aa-virt/aa-virt.toml, or AA_VIRT_ALLOW_UNCONFINED=1 for lxc-start, to allow unconfined containers)")
             },
         }),
         Ok(m) if m != mode => Err(LxcError::Kernel {

@@ -333,7 +333,7 @@ pub fn enable(
     let mut warnings = Vec::new();
     if !features.available {
         warnings.push(format!(
-            "AppArmor not available: {}; the container will not start until it is (or AA_VIRT_ALLOW_UNCONFINED=1 is set for lxc-start)",
+            "AppArmor not available: {}; the container will not start until it is (or fail = \"open\" is set in /etc/aa-virt/aa-virt.toml, or AA_VIRT_ALLOW_UNCONFINED=1 for lxc-start)",
             features.unavailable_reason.as_deref().unwrap_or("unknown reason")
         ));
     }
