@@ -17,6 +17,10 @@ pub const SHIPPED_FEATURES: &str = "/usr/share/apparmor-features/features";
 /// about 40% less for a typical guest and 25% less with 2,000 disk rules.
 pub const COMPILE_FLAGS: &[&str] = &["-O", "no-expr-simplify"];
 
+/// Directory inside the cache where aa-virt records what each cached
+/// profile was compiled from (see [`Parser::replace`]).
+pub const INPUTS_DIR: &str = "aa-virt-inputs";
+
 /// The kernel's feature tree.
 pub const KERNEL_FEATURES: &str = "/sys/kernel/security/apparmor/features";
 
@@ -156,19 +160,68 @@ impl Parser {
     }
 
     /// Load or replace `profile` in the kernel, writing the cache.
+    ///
+    /// apparmor_parser reuses a cache entry that is newer than every file
+    /// the profile includes. It cannot notice an `include if exists` file
+    /// that was deleted (an admin taking a rule out of `local/`), and would
+    /// load the stale policy with the rule still in it. So aa-virt keeps,
+    /// beside the cache, a digest of the preprocessed profile (every include
+    /// expanded, `apparmor_parser --preprocess`) and lets the parser read
+    /// the cache only when that digest is the one recorded at the last
+    /// successful load; otherwise it compiles afresh (and rewrites the
+    /// cache). A crash between the two leaves no record, which only costs
+    /// a compile.
     pub fn replace(&self, profile: &Path) -> Result<(), ParserError> {
         let mut c = self.command();
         c.arg("--replace").args(COMPILE_FLAGS);
+        let mut stamp = None;
         match &self.cache {
             Some(dir) => {
                 c.arg("--write-cache").arg("--cache-loc").arg(dir);
+                let path = dir
+                    .join(INPUTS_DIR)
+                    .join(profile.file_name().unwrap_or_default());
+                let digest = self.preprocessed_digest(profile);
+                let recorded = std::fs::read_to_string(&path).ok();
+                if digest.is_none() || recorded != digest {
+                    c.arg("--skip-read-cache");
+                }
+                // Forget the old record first: it must never outlive a
+                // cache entry written for other inputs.
+                let _ = std::fs::remove_file(&path);
+                stamp = digest.map(|d| (path, d));
             }
             None => {
                 c.arg("--skip-cache");
             }
         }
         c.arg(profile);
-        self.run("replace", c, profile)
+        self.run("replace", c, profile)?;
+        if let Some((path, digest)) = stamp {
+            // Best effort: without the record the next load compiles.
+            if let Some(d) = path.parent() {
+                let _ = std::fs::create_dir_all(d);
+            }
+            let _ = crate::store::write_atomic(&path, digest.as_bytes(), 0o644);
+        }
+        Ok(())
+    }
+
+    /// SHA-256 of the profile with every include expanded, or `None` when
+    /// the parser cannot preprocess it (the load then compiles afresh).
+    fn preprocessed_digest(&self, profile: &Path) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let mut c = self.command();
+        c.arg("--preprocess")
+            .arg("--skip-cache")
+            .arg("--quiet")
+            .arg(profile);
+        let out = c.output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let d = Sha256::digest(&out.stdout);
+        Some(d.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// The first line of `apparmor_parser --version`

@@ -92,7 +92,20 @@ assert_contains "the error names the guest's profile" "$LAST_OUT" "$PROFILE"
 assert_eq "the previous policy stays in force" probe "$(in_guest cat "$PROBE" 2>&1)"
 rm -f "$LOCAL"
 assert_ok "aa-virt reload after the local/ file is removed" "$AA_VIRT" reload "$NAME"
-assert_denied "the probe is denied again" in_guest cat "$PROBE"
+assert_denied "the probe is denied again (the cache did not bring the rule back)" in_guest cat "$PROBE"
+
+# The same across restarts: the hook loads through the compiled-policy
+# cache, which must not bring back a local/ rule that was removed.
+printf '  "%s" r,\n' "$PROBE" > "$LOCAL"
+assert_ok "virsh destroy (a local/ rule added)" virsh destroy "$NAME"
+assert_ok "virsh start with the local/ rule" virsh start "$NAME"
+assert_eq "the hook loaded the local/ rule" probe "$(in_guest cat "$PROBE" 2>&1)"
+rm -f "$LOCAL"
+assert_ok "virsh destroy (the local/ rule removed)" virsh destroy "$NAME"
+assert_ok "virsh start without it" virsh start "$NAME"
+assert_denied "the removed rule is not loaded back from the cache" in_guest cat "$PROBE"
+assert_ok "virsh start again, nothing changed" sh -c "virsh destroy '$NAME' && virsh start '$NAME'"
+assert_denied "still denied when the cache is used" in_guest cat "$PROBE"
 assert_ok "virsh destroy again" virsh destroy "$NAME"
 
 # A restricted disk path: no start, aa-virt's reason in libvirt's error.
