@@ -10,6 +10,7 @@ use crate::apparmor::{ContainerMode, Parser};
 use crate::guest::{
     display_bytes, display_path, path_from_bytes, Access, Guest, GuestKind, Resource, Scope,
 };
+use crate::policy::escape::unescape_mount_field;
 use crate::policy::paths::resolve;
 use crate::policy::rules::{push_resource, vet};
 use crate::policy::{check_path, RuleError, RuleSet, Templates};
@@ -135,12 +136,12 @@ impl Container {
             if !opts.iter().any(|o| *o == "bind" || *o == "rbind") {
                 continue;
             }
-            let src = path_from_bytes(unescape_fstab(f[0]));
+            let src = path_from_bytes(unescape_mount_field(f[0]));
             let origin = format!(
                 "lxc.mount.entry at {} ({} -> {})",
                 e.at(),
                 display_path(&src),
-                display_bytes(&unescape_fstab(f[1]))
+                display_bytes(&unescape_mount_field(f[1]))
             );
             if opts.contains(&"optional") && !src.exists() {
                 g.skip(origin, "optional and absent");
@@ -165,31 +166,6 @@ impl Container {
         }
         g
     }
-}
-
-/// fstab-style octal escapes (`\040` for a space) in a mount entry field.
-fn unescape_fstab(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            if v <= 255 {
-                out.push(v as u8);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
 }
 
 /// A raw rule must be one line of printable text.
@@ -393,12 +369,6 @@ impl Rendered {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fstab_escapes() {
-        assert_eq!(unescape_fstab(r"/srv/a\040b"), b"/srv/a b");
-        assert_eq!(unescape_fstab(r"/x\09"), b"/x\\09");
-    }
 
     #[test]
     fn remount_sets() {

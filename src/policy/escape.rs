@@ -157,6 +157,30 @@ pub fn unescape(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Decode one field of a mount table (`/proc/mounts`, an fstab or an LXC
+/// `lxc.mount.entry`), where the kernel and fstab write space, tab, newline
+/// and backslash as three-digit octal escapes (`\040`). Anything that is
+/// not such an escape, including `\4xx` and above, stays as it is.
+pub fn unescape_mount_field(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && (b'0'..=b'3').contains(&b.get(i + 1).copied().unwrap_or(0))
+            && b.get(i + 2..i + 4)
+                .is_some_and(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Escape a path (see [`escape_bytes`]).
 pub fn escape_path(p: &Path) -> String {
     escape_bytes(p.as_os_str().as_bytes())
@@ -397,6 +421,16 @@ impl Pattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_field_escapes() {
+        assert_eq!(unescape_mount_field(r"/srv/a\040b"), b"/srv/a b");
+        assert_eq!(unescape_mount_field(r"/x\09"), b"/x\\09");
+        assert_eq!(unescape_mount_field(r"/x\134y\011"), b"/x\\y\t");
+        // Not a byte: left as written, never wrapped around.
+        assert_eq!(unescape_mount_field(r"/x\777"), b"/x\\777");
+        assert_eq!(unescape_mount_field(r"/x\04"), b"/x\\04");
+    }
 
     #[test]
     fn plain_paths_are_unchanged() {

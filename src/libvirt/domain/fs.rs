@@ -7,6 +7,7 @@ use roxmltree::Node;
 
 use super::{attr, child, DomainError, Reader};
 use crate::guest::{Access, RunPath, Scope};
+use crate::policy::escape::unescape_mount_field;
 
 /// Where libvirt puts file-backed guest memory (`memory_backing_dir` in
 /// qemu.conf); each running domain gets `<dir>/<id>-<short name>/`.
@@ -115,7 +116,8 @@ impl Reader<'_> {
             .filter_map(|l| {
                 let mut f = l.split_whitespace();
                 let (_, mnt, fstype) = (f.next()?, f.next()?, f.next()?);
-                (fstype == "hugetlbfs").then(|| PathBuf::from(unescape_mount(mnt)))
+                (fstype == "hugetlbfs")
+                    .then(|| crate::guest::path_from_bytes(unescape_mount_field(mnt)))
             })
             .collect();
         v.dedup();
@@ -124,26 +126,6 @@ impl Reader<'_> {
         }
         v
     }
-}
-
-/// `/proc/mounts` writes space, tab, newline and backslash as octal escapes.
-fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
