@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use aa_virt::libvirt::profile::{self, Layout};
 use aa_virt::libvirt::{parse, ReadOptions};
@@ -51,22 +51,7 @@ fn spawn(
     i: usize,
     xml: &str,
 ) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_aa-virt"))
-        .args(["helper", mode, "-u", &format!("libvirt-{}", uuid(i))])
-        .env("AA_VIRT_ROOT", root)
-        .env("AA_VIRT_SYSROOT", sys)
-        .env("AA_VIRT_PARSER", &k.parser)
-        .env_remove("AA_VIRT_TEMPLATES")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the aa-virt binary");
-    use std::io::Write;
-    let mut stdin = c.stdin.take().unwrap();
-    stdin.write_all(xml.as_bytes()).unwrap();
-    drop(stdin);
-    c
+    k.spawn_helper(sys, root, mode, &format!("libvirt-{}", uuid(i)), xml)
 }
 
 fn render(xml: &str) -> profile::Rendered {

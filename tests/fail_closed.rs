@@ -10,9 +10,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use aa_virt::libvirt::profile::Layout;
 
@@ -28,18 +26,7 @@ fn xml(disk: &str) -> String {
 
 /// Run `aa-virt helper MODE -u libvirt-UUID < xml`: (exit code, stderr).
 fn helper(k: &common::FakeKernel, sys: &Path, root: &Path, mode: &str, xml: &str) -> (i32, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_aa-virt"))
-        .args(["helper", mode, "-u", &format!("libvirt-{UUID}")])
-        .env("AA_VIRT_ROOT", root)
-        .env("AA_VIRT_SYSROOT", sys)
-        .env("AA_VIRT_PARSER", &k.parser)
-        .env_remove("AA_VIRT_TEMPLATES")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+    let c = k.spawn_helper(sys, root, mode, &format!("libvirt-{UUID}"), xml);
     let o = c.wait_with_output().unwrap();
     (
         o.status.code().unwrap_or(-1),

@@ -122,6 +122,37 @@ exit 0
         std::fs::read_to_string(self.fs.join(format!("loaded.{name}.files"))).ok()
     }
 
+    /// Start `aa-virt helper MODE -u PROFILE` as libvirt would, against this
+    /// kernel (`sys` from [`FakeKernel::sysroot`]) and the state root
+    /// `root`, with `xml` written to its standard input, which is then
+    /// closed.
+    pub fn spawn_helper(
+        &self,
+        sys: &Path,
+        root: &Path,
+        mode: &str,
+        profile: &str,
+        xml: &str,
+    ) -> std::process::Child {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut c = Command::new(env!("CARGO_BIN_EXE_aa-virt"))
+            .args(["helper", mode, "-u", profile])
+            .env("AA_VIRT_ROOT", root)
+            .env("AA_VIRT_SYSROOT", sys)
+            .env("AA_VIRT_PARSER", &self.parser)
+            .env_remove("AA_VIRT_TEMPLATES")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the aa-virt binary");
+        let mut stdin = c.stdin.take().unwrap();
+        stdin.write_all(xml.as_bytes()).unwrap();
+        drop(stdin);
+        c
+    }
+
     /// How many times the parser ran.
     pub fn runs(&self) -> usize {
         std::fs::read_to_string(&self.log)
