@@ -9,7 +9,7 @@ use std::process::Command;
 
 use aa_virt::apparmor::parser::{COMPILE_FLAGS, SHIPPED_FEATURES};
 use aa_virt::libvirt::{self, profile, ReadOptions};
-use aa_virt::policy::{self, Templates};
+use aa_virt::policy::Templates;
 
 fn xmls() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -65,17 +65,10 @@ fn compile_flags_do_not_change_the_compiled_policy() {
         .unwrap_or_else(|e| panic!("{}: {e}", xml.display()));
         let r = profile::render(&guest, &templates, false).unwrap();
         let d = tempfile::tempdir().unwrap();
-        for (rel, _) in policy::template::ABSTRACTIONS {
-            let p = d.path().join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, templates.abstraction(rel).unwrap()).unwrap();
-        }
-        std::fs::create_dir_all(d.path().join("libvirt")).unwrap();
-        let prof = d.path().join("libvirt").join(&r.name);
-        std::fs::write(&prof, &r.profile).unwrap();
-        std::fs::write(d.path().join(format!("libvirt/{}.files", r.name)), &r.files).unwrap();
-        let plain = compile(d.path(), &prof, &[]);
-        let fast = compile(d.path(), &prof, COMPILE_FLAGS);
+        let prof = profile::lay_out(d.path(), &[(&guest, &r)], &templates).unwrap();
+        let prof = &prof[0];
+        let plain = compile(d.path(), prof, &[]);
+        let fast = compile(d.path(), prof, COMPILE_FLAGS);
         assert!(
             plain.len() > 1000,
             "{}: suspiciously small policy",

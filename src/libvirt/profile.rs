@@ -234,20 +234,7 @@ pub fn check_all(
     };
     let dir = tempdir().map_err(scratch)?;
     let res = (|| {
-        let lv = dir.join("libvirt");
-        std::fs::create_dir_all(&lv).map_err(scratch)?;
-        for (rel, _) in policy::template::ABSTRACTIONS {
-            let p = dir.join(rel);
-            std::fs::create_dir_all(p.parent().unwrap_or(&dir)).map_err(scratch)?;
-            std::fs::write(&p, templates.abstraction(rel)?).map_err(scratch)?;
-        }
-        let mut profs = Vec::with_capacity(items.len());
-        for (_, r) in items {
-            let prof = lv.join(&r.name);
-            std::fs::write(&prof, &r.profile).map_err(scratch)?;
-            std::fs::write(lv.join(format!("{}.files", r.name)), &r.files).map_err(scratch)?;
-            profs.push(prof);
-        }
+        let profs = lay_out(&dir, items, templates)?;
         let mut p = parser.clone();
         p.includes.insert(0, dir.clone());
         p.check_many(&profs).map_err(|mut source| {
@@ -269,6 +256,39 @@ pub fn check_all(
     })();
     let _ = std::fs::remove_dir_all(&dir);
     res
+}
+
+/// Lay rendered profiles out in the policy directory `dir` as they will be
+/// installed (`libvirt/<name>` and `libvirt/<name>.files`), with aa-virt's
+/// abstractions beside them; the paths of the profile files, in order. The
+/// error names the first guest.
+pub fn lay_out(
+    dir: &Path,
+    items: &[(&Guest, &Rendered)],
+    templates: &Templates,
+) -> Result<Vec<PathBuf>, ProfileError> {
+    let scratch = |source| ProfileError::Scratch {
+        guest: items
+            .first()
+            .map(|(g, _)| g.name.clone())
+            .unwrap_or_default(),
+        source,
+    };
+    let lv = dir.join("libvirt");
+    std::fs::create_dir_all(&lv).map_err(scratch)?;
+    for (rel, _) in policy::template::ABSTRACTIONS {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap_or(dir)).map_err(scratch)?;
+        std::fs::write(&p, templates.abstraction(rel)?).map_err(scratch)?;
+    }
+    let mut profs = Vec::with_capacity(items.len());
+    for (_, r) in items {
+        let prof = lv.join(&r.name);
+        std::fs::write(&prof, &r.profile).map_err(scratch)?;
+        std::fs::write(lv.join(format!("{}.files", r.name)), &r.files).map_err(scratch)?;
+        profs.push(prof);
+    }
+    Ok(profs)
 }
 
 impl Rendered {
