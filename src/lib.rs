@@ -7,14 +7,12 @@
 #![warn(missing_docs)]
 
 pub mod apparmor;
-pub mod cli;
 pub mod config;
 pub mod guest;
 pub mod install;
 pub mod libvirt;
 pub mod list;
 pub mod lxc;
-pub mod manpages;
 pub mod policy;
 pub mod reload;
 pub mod store;

@@ -11,4 +11,4 @@ pub use features::{ContainerMode, Features};
 pub use kernel::{status, KernelStatus};
 pub use label::{process_label, Label, LabelError};
 pub use parser::{Parser, ParserError};
-pub use securityfs::{Mode, Root, SecurityfsError};
+pub use securityfs::{Mode, Root, SecurityfsError, SYSROOT_ENV};

@@ -281,6 +281,10 @@ pub struct Root {
     procfs_check: bool,
 }
 
+/// Environment variable naming a tree that stands in for `/` when looking up
+/// kernel interfaces (`/sys/kernel/security`, `/proc`); tests only.
+pub const SYSROOT_ENV: &str = "AA_VIRT_SYSROOT";
+
 impl Default for Root {
     fn default() -> Self {
         Root::system()

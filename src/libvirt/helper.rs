@@ -201,7 +201,7 @@ impl Context {
                 ..Layout::default()
             },
         };
-        let sysroot = nonempty(crate::cli::SYSROOT_ENV);
+        let sysroot = nonempty(crate::apparmor::SYSROOT_ENV);
         let kernel = match &sysroot {
             Some(r) => kernel::status_at(r),
             None => config.kernel_status(),
@@ -744,7 +744,7 @@ pub fn main(prog: &str, args: Vec<OsString>) -> i32 {
             return Ok(Outcome::Help);
         }
         let ctx = Context::from_env()?;
-        let mut xml = || crate::cli::read_input("-").map_err(|e| HelperError::Input(e.to_string()));
+        let mut xml = || super::read_input("-").map_err(|e| HelperError::Input(e.to_string()));
         run(&ctx, &a, &mut xml, &mut std::io::stderr())
     });
     match res {

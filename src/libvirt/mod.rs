@@ -8,4 +8,4 @@ pub mod hook;
 pub mod image;
 pub mod profile;
 
-pub use domain::{parse, DomainError, ReadOptions};
+pub use domain::{parse, read_input, DomainError, ReadOptions};

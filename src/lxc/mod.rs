@@ -8,7 +8,6 @@
 //! into it, start-host verifies init's label, and post-stop removes both
 //! once the container's tasks are gone ([`hook`]).
 
-pub mod cmd;
 pub mod config;
 pub mod hook;
 pub mod naming;

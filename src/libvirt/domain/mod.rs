@@ -92,6 +92,36 @@ impl Default for ReadOptions {
     }
 }
 
+/// Read a whole domain XML input (a file, or `-` for standard input),
+/// bounded by [`MAX_XML_BYTES`]. Errors name the source and say what is
+/// wrong with it (cannot open, too large, not UTF-8).
+pub fn read_input(src: &str) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let limit = MAX_XML_BYTES as u64 + 1;
+    let mut buf = Vec::new();
+    if src == "-" {
+        std::io::stdin().take(limit).read_to_end(&mut buf)?;
+    } else {
+        std::fs::File::open(src)
+            .map_err(|e| Error::new(e.kind(), format!("cannot open {src}: {e}")))?
+            .take(limit)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::new(e.kind(), format!("cannot read {src}: {e}")))?;
+    }
+    if buf.len() as u64 >= limit {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            DomainError::TooLarge(buf.len()),
+        ));
+    }
+    String::from_utf8(buf).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("{src}: domain XML is not valid UTF-8"),
+        )
+    })
+}
+
 /// Parse domain XML into a guest.
 pub fn parse(xml: &str, opts: &ReadOptions) -> Result<Guest, DomainError> {
     if xml.len() > MAX_XML_BYTES {

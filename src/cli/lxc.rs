@@ -1,5 +1,5 @@
 //! The `aa-virt lxc ...` and `aa-virt hook lxc` commands (wired up in
-//! [`crate::cli`]).
+//! [`super`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::apparmor::{Parser, Root};
-use crate::cli::{CliError, EXIT_ERROR, EXIT_OK, SYSROOT_ENV};
-use crate::policy::Templates;
+use aa_virt::apparmor::{Parser, Root, SYSROOT_ENV};
+use aa_virt::lxc::hook::{self, HookEnv, Settings};
+use aa_virt::lxc::{self as lxc, profile, EnableOptions, HookStyle, Layout, DEFAULT_LXCPATH};
+use aa_virt::policy::Templates;
 
-use super::hook::{self, HookEnv, Settings};
-use super::{profile, EnableOptions, HookStyle, Layout, DEFAULT_LXCPATH};
+use super::{CliError, EXIT_ERROR, EXIT_OK};
 
 /// Environment: allow containers to start unconfined on a kernel without AppArmor.
 pub const ALLOW_UNCONFINED_ENV: &str = "AA_VIRT_ALLOW_UNCONFINED";
@@ -107,7 +107,7 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
                     let exe = std::env::current_exe()?;
                     HookStyle::Inline(format!(
                         "{} hook lxc",
-                        super::config::shell_quote(&exe.display().to_string())
+                        lxc::config::shell_quote(&exe.display().to_string())
                     ))
                 }
                 (None, false) => HookStyle::default_for_host(),
@@ -119,7 +119,7 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
                 force: e.force,
                 hooks,
             };
-            let r = super::enable(
+            let r = lxc::enable(
                 &e.name,
                 &opts,
                 &root,
@@ -143,7 +143,7 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
             Ok(EXIT_OK)
         }
         LxcCommand::Disable(d) => {
-            let r = super::disable(&d.name, &d.lxcpath, &root, &Layout::from_env())?;
+            let r = lxc::disable(&d.name, &d.lxcpath, &root, &Layout::from_env())?;
             for w in &r.warnings {
                 eprintln!("aa-virt: warning: {w}");
             }
@@ -159,17 +159,17 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
             Ok(EXIT_OK)
         }
         LxcCommand::Profile(p) => {
-            let ct = super::Container::open(&p.name, &p.lxcpath)?;
+            let ct = lxc::Container::open(&p.name, &p.lxcpath)?;
             let mode = match ct.label().and_then(|e| ct.names().mode_of(&e.value)) {
                 Some(m) => m,
-                None => crate::apparmor::ContainerMode::Stacked,
+                None => aa_virt::apparmor::ContainerMode::Stacked,
             };
             let parser = Parser::new();
             let r = profile::render(
                 &ct,
                 mode,
                 &templates(templates_dir)?,
-                super::probe_options(&parser),
+                lxc::probe_options(&parser),
             )?;
             if p.check {
                 r.check(&p.name, &parser)?;
@@ -229,8 +229,8 @@ pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32
     // The same configuration file as the libvirt hook: `fail = "open"`
     // allows unconfined containers as it allows unconfined VMs. A file that
     // does not parse fails the start (closed), naming the file and line.
-    let cfg_path = crate::config::Config::default_path();
-    let cfg = match crate::config::Config::load(&cfg_path) {
+    let cfg_path = aa_virt::config::Config::default_path();
+    let cfg = match aa_virt::config::Config::load(&cfg_path) {
         Ok(c) => c,
         Err(e) => {
             return fail(
@@ -244,7 +244,7 @@ pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32
         layout: Layout::from_env(),
         parser: Parser::new(),
         allow_unconfined: env_flag(ALLOW_UNCONFINED_ENV)
-            || cfg.fail == crate::config::FailMode::Open,
+            || cfg.fail == aa_virt::config::FailMode::Open,
         allow_incomplete: env_flag(ALLOW_INCOMPLETE_ENV),
         settle: Duration::from_secs(10),
     };

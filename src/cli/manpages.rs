@@ -4,7 +4,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
 use roff::{bold, roman, Roff};
 
 /// Hand-written sections: (page, section title, text). Plain text,
@@ -14,32 +13,32 @@ const EXTRA: &[(&str, &str, &str)] = &[
     (
         "aa-virt",
         "EXIT STATUS",
-        include_str!("../docs/man/aa-virt.EXIT_STATUS"),
+        include_str!("../../docs/man/aa-virt.EXIT_STATUS"),
     ),
     (
         "aa-virt",
         "FILES",
-        include_str!("../docs/man/aa-virt.FILES"),
+        include_str!("../../docs/man/aa-virt.FILES"),
     ),
     (
         "aa-virt",
         "ENVIRONMENT",
-        include_str!("../docs/man/aa-virt.ENVIRONMENT"),
+        include_str!("../../docs/man/aa-virt.ENVIRONMENT"),
     ),
     (
         "aa-virt",
         "EXAMPLES",
-        include_str!("../docs/man/aa-virt.EXAMPLES"),
+        include_str!("../../docs/man/aa-virt.EXAMPLES"),
     ),
     (
         "aa-virt",
         "SEE ALSO",
-        include_str!("../docs/man/aa-virt.SEE_ALSO"),
+        include_str!("../../docs/man/aa-virt.SEE_ALSO"),
     ),
     (
         "aa-virt-profile",
         "EXAMPLES",
-        include_str!("../docs/man/aa-virt-profile.EXAMPLES"),
+        include_str!("../../docs/man/aa-virt-profile.EXAMPLES"),
     ),
 ];
 
@@ -117,7 +116,7 @@ fn walk(cmd: &clap::Command, name: &str, out: &Path, pages: &mut Vec<PathBuf>) -
 
 /// The configuration file's page, written by hand: `# SECTION` lines
 /// start sections, the rest follows the [`EXTRA`] text rules.
-const CONFIG_PAGE: &str = include_str!("../docs/man/aa-virt.toml.5.txt");
+const CONFIG_PAGE: &str = include_str!("../../docs/man/aa-virt.toml.5.txt");
 
 fn config_page(out: &Path) -> io::Result<PathBuf> {
     let mut roff = Roff::new();
@@ -139,23 +138,23 @@ fn config_page(out: &Path) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Write every man page into `out`; returns the files written.
-pub fn write_man_pages(out: &Path) -> io::Result<Vec<PathBuf>> {
+/// Write the man pages of `cmd` (one per subcommand) and of the
+/// configuration file into `out`; returns the files written.
+pub fn write_man_pages(cmd: &clap::Command, out: &Path) -> io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out)?;
-    let cmd = crate::cli::Cli::command();
     let mut pages = Vec::new();
-    walk(&cmd, "aa-virt", out, &mut pages)?;
+    walk(cmd, "aa-virt", out, &mut pages)?;
     pages.push(config_page(out)?);
     Ok(pages)
 }
 
-/// Write bash, zsh and fish completions into `out`.
-pub fn write_completions(out: &Path) -> io::Result<Vec<PathBuf>> {
+/// Write bash, zsh and fish completions for `cmd` into `out`.
+pub fn write_completions(cmd: &clap::Command, out: &Path) -> io::Result<Vec<PathBuf>> {
     use clap_complete::Shell;
     std::fs::create_dir_all(out)?;
     let mut files = Vec::new();
     for sh in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        let mut cmd = crate::cli::Cli::command();
+        let mut cmd = cmd.clone();
         files.push(clap_complete::generate_to(sh, &mut cmd, "aa-virt", out)?);
     }
     Ok(files)
@@ -165,10 +164,14 @@ pub fn write_completions(out: &Path) -> io::Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
+    fn cmd() -> clap::Command {
+        <crate::cli::Cli as clap::CommandFactory>::command()
+    }
+
     #[test]
     fn pages_have_hand_written_sections() {
         let d = tempfile::tempdir().unwrap();
-        let pages = write_man_pages(d.path()).unwrap();
+        let pages = write_man_pages(&cmd(), d.path()).unwrap();
         let main = std::fs::read_to_string(d.path().join("aa-virt.1")).unwrap();
         for s in [
             "EXIT STATUS",
@@ -187,7 +190,7 @@ mod tests {
         assert!(prof.contains("files\\-only"), "{prof}");
         let conf = std::fs::read_to_string(d.path().join("aa-virt.toml.5")).unwrap();
         // Every key the shipped default configuration mentions is documented.
-        let keys: Vec<&str> = crate::config::DEFAULT_TEXT
+        let keys: Vec<&str> = aa_virt::config::DEFAULT_TEXT
             .lines()
             .map(|l| l.trim_start_matches(['#', ' ']))
             .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
@@ -200,7 +203,7 @@ mod tests {
                 "aa-virt.toml(5) does not document {key}"
             );
         }
-        let c = write_completions(d.path()).unwrap();
+        let c = write_completions(&cmd(), d.path()).unwrap();
         assert_eq!(c.len(), 3);
     }
 }

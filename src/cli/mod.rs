@@ -2,14 +2,16 @@
 //! is a thin layer over the library; errors become one clear line on stderr
 //! and a documented exit code.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser as ClapParser, Subcommand};
 
-use crate::apparmor::Parser;
-use crate::libvirt::{self, profile, ReadOptions};
-use crate::policy::Templates;
+mod lxc;
+mod manpages;
+
+use aa_virt::apparmor::{Parser, SYSROOT_ENV};
+use aa_virt::libvirt::{self, profile, read_input, ReadOptions};
+use aa_virt::policy::Templates;
 
 /// Success.
 pub const EXIT_OK: i32 = 0;
@@ -83,7 +85,7 @@ pub enum Command {
     /// One guest in detail: rules with their origins, files, cache, load time, process label, recent denials.
     Status(StatusArgs),
     /// LXC containers: enable or disable confinement, show a container's profile.
-    Lxc(crate::lxc::cmd::LxcArgs),
+    Lxc(lxc::LxcArgs),
     /// Reload running guests' policy from the profile files on disk (after
     /// editing /etc/apparmor.d/local/ or upgrading the abstraction).
     Reload(ReloadArgs),
@@ -122,22 +124,22 @@ pub struct Targets {
 }
 
 impl Targets {
-    fn options(&self) -> crate::list::Options {
-        use crate::list::{LogChoice, Options};
+    fn options(&self) -> aa_virt::list::Options {
+        use aa_virt::list::{LogChoice, Options};
         let mut o = Options::system();
         if !self.connect.is_empty() || !self.lxcpath.is_empty() {
             o.uris = self.connect.clone();
             o.default_uris = false;
             o.lxcpaths = self.lxcpath.clone();
         }
-        o.root = crate::apparmor::Root::from_env(SYSROOT_ENV);
+        o.root = aa_virt::apparmor::Root::from_env(SYSROOT_ENV);
         let root = self.root.clone().unwrap_or_else(|| {
-            std::env::var_os(crate::lxc::ROOT_ENV)
+            std::env::var_os(aa_virt::lxc::ROOT_ENV)
                 .filter(|v| !v.is_empty())
                 .map_or_else(|| PathBuf::from("/"), PathBuf::from)
         });
         o.layout = profile::Layout::under(&root);
-        o.lxc_layout = crate::lxc::Layout::under(&root);
+        o.lxc_layout = aa_virt::lxc::Layout::under(&root);
         o.log = match (&self.log, self.no_denials) {
             (Some(f), _) => LogChoice::File(f.clone()),
             (None, true) => LogChoice::Off,
@@ -155,7 +157,7 @@ pub struct ListArgs {
     pub targets: Targets,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
-    pub format: crate::list::output::Format,
+    pub format: aa_virt::list::output::Format,
     /// Same as --format json (schema: docs/list.schema.json).
     #[arg(long)]
     pub json: bool,
@@ -194,13 +196,13 @@ pub struct ReloadArgs {
     #[arg(short = 'P', long = "lxcpath", value_name = "DIR")]
     pub lxcpath: Vec<PathBuf>,
     /// Configuration file (its parser and cache directory are used).
-    #[arg(long, env = "AA_VIRT_CONFIG", value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+    #[arg(long, env = "AA_VIRT_CONFIG", value_name = "FILE", default_value = aa_virt::config::DEFAULT_PATH)]
     pub config: PathBuf,
 }
 
 fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
-    use crate::reload::{self, Outcome};
-    let config = crate::config::Config::load(&a.config)?;
+    use aa_virt::reload::{self, Outcome};
+    let config = aa_virt::config::Config::load(&a.config)?;
     let targets = Targets {
         connect: a.connect.clone(),
         lxcpath: a.lxcpath.clone(),
@@ -211,7 +213,7 @@ fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
     let mut list = targets.options();
     // The libvirt helper and hook cache where the configuration says,
     // unless everything is moved under $AA_VIRT_ROOT.
-    if std::env::var_os(crate::lxc::ROOT_ENV).is_none_or(|v| v.is_empty()) {
+    if std::env::var_os(aa_virt::lxc::ROOT_ENV).is_none_or(|v| v.is_empty()) {
         list.layout.cache_dir = config.cache_dir.clone();
     }
     let opts = reload::Options {
@@ -241,8 +243,8 @@ fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
 }
 
 fn cmd_list(a: &ListArgs) -> Result<i32, CliError> {
-    use crate::list::output::{self, Format};
-    let report = crate::list::list(&a.targets.options())?;
+    use aa_virt::list::output::{self, Format};
+    let report = aa_virt::list::list(&a.targets.options())?;
     let format = if a.json { Format::Json } else { a.format };
     print!("{}", output::render(&report, format));
     let mut code = EXIT_OK;
@@ -270,11 +272,11 @@ fn cmd_list(a: &ListArgs) -> Result<i32, CliError> {
 }
 
 fn cmd_status(a: &StatusArgs) -> Result<i32, CliError> {
-    let d = crate::list::status::status(&a.targets.options(), &a.name)?;
+    let d = aa_virt::list::status::status(&a.targets.options(), &a.name)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     } else {
-        print!("{}", crate::list::status::text(&d));
+        print!("{}", aa_virt::list::status::text(&d));
     }
     Ok(EXIT_OK)
 }
@@ -290,16 +292,12 @@ pub struct FeaturesArgs {
     pub no_probe: bool,
 }
 
-/// Environment variable naming a tree that stands in for `/` when looking up
-/// kernel interfaces (`/sys/kernel/security`, `/proc`); tests only.
-pub const SYSROOT_ENV: &str = "AA_VIRT_SYSROOT";
-
 fn cmd_features(a: &FeaturesArgs) -> Result<i32, CliError> {
-    let root = crate::apparmor::Root::from_env(SYSROOT_ENV);
+    let root = aa_virt::apparmor::Root::from_env(SYSROOT_ENV);
     let f = if a.no_probe {
-        crate::apparmor::Features::kernel(&root)
+        aa_virt::apparmor::Features::kernel(&root)
     } else {
-        crate::apparmor::Features::detect(&root, &Parser::new())
+        aa_virt::apparmor::Features::detect(&root, &Parser::new())
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&f)?);
@@ -318,7 +316,7 @@ pub struct HookArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
     /// Configuration file.
-    #[arg(long, env = "AA_VIRT_CONFIG", value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+    #[arg(long, env = "AA_VIRT_CONFIG", value_name = "FILE", default_value = aa_virt::config::DEFAULT_PATH)]
     pub config: PathBuf,
 }
 
@@ -340,8 +338,8 @@ pub struct InstallCmdArgs {
     #[command(flatten)]
     pub base: InstallArgs,
     /// How libvirt runs aa-virt: through the libvirt hook, or in place of libvirt's virt-aa-helper. Installing one mode undoes the other (`aa-virt uninstall` undoes either); restart libvirtd or virtqemud afterwards.
-    #[arg(long, value_enum, default_value_t = crate::install::Mode::Hook)]
-    pub mode: crate::install::Mode,
+    #[arg(long, value_enum, default_value_t = aa_virt::install::Mode::Hook)]
+    pub mode: aa_virt::install::Mode,
 }
 
 /// `aa-virt profile`.
@@ -365,25 +363,6 @@ pub struct ProfileArgs {
     /// Render the profile in complain mode.
     #[arg(long)]
     pub complain: bool,
-}
-
-/// Read a whole input (file or `-`), bounded by the domain XML limit.
-pub fn read_input(src: &str) -> Result<String, CliError> {
-    let limit = libvirt::domain::MAX_XML_BYTES as u64 + 1;
-    let mut buf = Vec::new();
-    if src == "-" {
-        std::io::stdin().take(limit).read_to_end(&mut buf)?;
-    } else {
-        std::fs::File::open(src)
-            .map_err(|e| format!("cannot open {src}: {e}"))?
-            .take(limit)
-            .read_to_end(&mut buf)
-            .map_err(|e| format!("cannot read {src}: {e}"))?;
-    }
-    if buf.len() as u64 >= limit {
-        return Err(libvirt::DomainError::TooLarge(buf.len()).into());
-    }
-    String::from_utf8(buf).map_err(|_| format!("{src}: domain XML is not valid UTF-8").into())
 }
 
 fn cmd_profile(g: &Global, a: &ProfileArgs) -> Result<i32, CliError> {
@@ -436,10 +415,10 @@ fn cmd_profile(g: &Global, a: &ProfileArgs) -> Result<i32, CliError> {
 }
 
 fn cmd_hook(g: &Global, a: &HookArgs) -> Result<i32, CliError> {
-    use crate::libvirt::hook::{Hook, Op};
+    use aa_virt::libvirt::hook::{Hook, Op};
     // LXC: no XML on stdin; the container is named by LXC's environment.
     if a.object == "lxc" {
-        return Ok(crate::lxc::cmd::run_hook(g.templates.as_deref(), &a.args));
+        return Ok(lxc::run_hook(g.templates.as_deref(), &a.args));
     }
     // Always drain stdin: libvirt writes the XML whatever the operation.
     let xml = read_input("-");
@@ -459,7 +438,7 @@ fn cmd_hook(g: &Global, a: &HookArgs) -> Result<i32, CliError> {
             a.args.first().map(String::as_str).unwrap_or("?")
         )
     })?;
-    let config = crate::config::Config::load(&a.config)?;
+    let config = aa_virt::config::Config::load(&a.config)?;
     let hook = Hook::new(config, &a.config)?;
     let out = hook.run(&a.object, &a.args, &xml)?;
     // One line per event, to stderr (libvirt's log on failure) and the journal.
@@ -481,10 +460,10 @@ fn cmd_hook(g: &Global, a: &HookArgs) -> Result<i32, CliError> {
 fn cmd_install(
     g: &Global,
     a: &InstallArgs,
-    mode: crate::install::Mode,
+    mode: aa_virt::install::Mode,
     remove: bool,
 ) -> Result<i32, CliError> {
-    use crate::install::{self, Options};
+    use aa_virt::install::{self, Options};
     let exe = match &a.bin {
         Some(b) => b.clone(),
         None => install::current_exe()?,
@@ -495,7 +474,7 @@ fn cmd_install(
         mode,
     };
     let templates = Templates::load(g.templates.as_deref())?;
-    let kernel = crate::apparmor::status();
+    let kernel = aa_virt::apparmor::status();
     let rep = if remove {
         install::uninstall(&o, &templates, &Parser::new(), &kernel)?
     } else {
@@ -511,8 +490,10 @@ fn cmd_install(
 }
 
 fn cmd_gen_docs(dir: &std::path::Path) -> Result<i32, CliError> {
-    let pages = crate::manpages::write_man_pages(&dir.join("man"))?;
-    let comps = crate::manpages::write_completions(&dir.join("completions"))?;
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let pages = manpages::write_man_pages(&cmd, &dir.join("man"))?;
+    let comps = manpages::write_completions(&cmd, &dir.join("completions"))?;
     for p in pages.iter().chain(&comps) {
         println!("{}", p.display());
     }
@@ -595,11 +576,13 @@ pub fn main() -> i32 {
         Command::Helper(a) => return libvirt::helper::main("aa-virt helper", a.args.clone()),
         Command::Hook(a) => cmd_hook(&cli.global, a),
         Command::Install(a) => cmd_install(&cli.global, &a.base, a.mode, false),
-        Command::Uninstall(a) => cmd_install(&cli.global, a, crate::install::Mode::default(), true),
+        Command::Uninstall(a) => {
+            cmd_install(&cli.global, a, aa_virt::install::Mode::default(), true)
+        }
         Command::List(a) => cmd_list(a),
         Command::Status(a) => cmd_status(a),
         Command::Reload(a) => cmd_reload(a),
-        Command::Lxc(a) => crate::lxc::cmd::run_lxc(cli.global.templates.as_deref(), a),
+        Command::Lxc(a) => lxc::run_lxc(cli.global.templates.as_deref(), a),
     };
     match res {
         Ok(code) => code,
