@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
-use crate::apparmor::{kernel, KernelStatus, Parser};
+use crate::apparmor::{KernelStatus, Parser};
 
 /// Where the configuration lives on a real host.
 pub const DEFAULT_PATH: &str = "/etc/aa-virt/aa-virt.toml";
@@ -150,7 +150,7 @@ impl Config {
     /// exactly when that directory has a `profiles` file.
     pub fn kernel_status(&self) -> KernelStatus {
         match &self.securityfs {
-            None => kernel::status(),
+            None => crate::apparmor::status(),
             Some(fs) if fs.join("profiles").is_file() => KernelStatus::Available { fs: fs.clone() },
             Some(fs) => KernelStatus::Unavailable(format!(
                 "securityfs {} (from the configuration) has no profiles file",

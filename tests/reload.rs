@@ -338,7 +338,7 @@ fn no_apparmor_is_a_clear_error() {
     assert_eq!(e.k.runs(), 0);
     // KernelStatus is what the library reports too.
     assert!(!matches!(
-        aa_virt::apparmor::kernel::status_at(bare.path()),
+        aa_virt::apparmor::securityfs::status_at(bare.path()),
         KernelStatus::Available { .. }
     ));
 }

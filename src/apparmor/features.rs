@@ -9,9 +9,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::kernel::{status_at, KernelStatus};
 use super::parser::{Parser, ParserError};
 use super::securityfs::Root;
+use super::securityfs::{status_at, KernelStatus};
 
 /// The oldest `features/domain/version` that can stack (`a//&b`).
 pub const STACKING_MIN_VERSION: (u32, u32) = (1, 2);

@@ -1,49 +1,10 @@
-//! Is AppArmor in the running kernel, and can we load policy?
+//! What aa-virt asks of the kernel's AppArmor beyond reading securityfs:
+//! the mode of a loaded profile, and unloading one. Builds on
+//! [`super::securityfs`], never the other way round.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// What the running kernel offers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KernelStatus {
-    /// AppArmor is enabled and securityfs is mounted.
-    Available {
-        /// securityfs directory (`/sys/kernel/security/apparmor`).
-        fs: PathBuf,
-    },
-    /// Policy cannot be loaded; the reason says why.
-    Unavailable(String),
-}
-
-impl KernelStatus {
-    /// True when policy can be loaded.
-    pub fn is_available(&self) -> bool {
-        matches!(self, KernelStatus::Available { .. })
-    }
-}
-
-/// Probe the kernel under `root` (`/` on a real system; tests point it at a tree).
-pub fn status_at(root: &Path) -> KernelStatus {
-    let enabled = root.join("sys/module/apparmor/parameters/enabled");
-    let fs = root.join("sys/kernel/security/apparmor");
-    match std::fs::read_to_string(&enabled) {
-        Err(_) => {
-            let lsm = std::fs::read_to_string(root.join("sys/kernel/security/lsm")).unwrap_or_default();
-            KernelStatus::Unavailable(if lsm.is_empty() {
-                "this kernel has no AppArmor support (no /sys/module/apparmor)".into()
-            } else {
-                format!("AppArmor is not among this kernel's security modules ({})", lsm.trim())
-            })
-        }
-        Ok(s) if s.trim() != "Y" => {
-            KernelStatus::Unavailable("AppArmor is built into this kernel but disabled (boot with apparmor=1 security=apparmor)".into())
-        }
-        Ok(_) if !fs.join("profiles").exists() => KernelStatus::Unavailable(format!(
-            "AppArmor is enabled but {} is not mounted (mount -t securityfs securityfs /sys/kernel/security)",
-            fs.display()
-        )),
-        Ok(_) => KernelStatus::Available { fs },
-    }
-}
+use super::securityfs::split_mode;
 
 /// The mode (`enforce`, `complain`, ...) of a loaded profile in the caller's
 /// namespace, from securityfs `profiles` (`name (mode)` per line), or `None`
@@ -51,7 +12,7 @@ pub fn status_at(root: &Path) -> KernelStatus {
 pub fn profile_mode(fs: &Path, name: &str) -> std::io::Result<Option<String>> {
     let text = std::fs::read_to_string(fs.join("profiles"))?;
     Ok(text.lines().find_map(|l| {
-        let (n, mode) = super::securityfs::split_mode(l)?;
+        let (n, mode) = split_mode(l)?;
         (n == name).then(|| mode.as_str().to_string())
     }))
 }
@@ -73,14 +34,10 @@ pub fn remove_profile(fs: &Path, name: &str) -> std::io::Result<bool> {
     }
 }
 
-/// Probe the running kernel.
-pub fn status() -> KernelStatus {
-    status_at(Path::new("/"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apparmor::securityfs::{status_at, KernelStatus};
 
     #[test]
     fn probes_a_fake_tree() {

@@ -8,7 +8,6 @@ pub mod parser;
 pub mod securityfs;
 
 pub use features::{ContainerMode, Features};
-pub use kernel::{status, KernelStatus};
 pub use label::{process_label, Label, LabelError};
 pub use parser::{Parser, ParserError};
-pub use securityfs::{Mode, Root, SecurityfsError, SYSROOT_ENV};
+pub use securityfs::{status, KernelStatus, Mode, Root, SecurityfsError, SYSROOT_ENV};

@@ -1,7 +1,8 @@
 //! The kernel's AppArmor state in securityfs: loaded profiles and their
 //! modes, policy namespaces and the caller's namespace view (read side), and
 //! the few writes aa-virt makes there (make and remove a policy namespace,
-//! unload: see [`super::kernel::remove_profile`]).
+//! unload is in the `kernel` module, which builds on this one), and whether the kernel has
+//! AppArmor at all ([`status_at`]).
 //!
 //! Kernel facts the write side relies on: `mkdir policy/namespaces/NAME`
 //! makes a namespace (EEXIST when it is there); `rmdir` removes it together
@@ -17,7 +18,53 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::kernel::{status_at, KernelStatus};
+/// What the running kernel offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelStatus {
+    /// AppArmor is enabled and securityfs is mounted.
+    Available {
+        /// securityfs directory (`/sys/kernel/security/apparmor`).
+        fs: PathBuf,
+    },
+    /// Policy cannot be loaded; the reason says why.
+    Unavailable(String),
+}
+
+impl KernelStatus {
+    /// True when policy can be loaded.
+    pub fn is_available(&self) -> bool {
+        matches!(self, KernelStatus::Available { .. })
+    }
+}
+
+/// Probe the kernel under `root` (`/` on a real system; tests point it at a tree).
+pub fn status_at(root: &Path) -> KernelStatus {
+    let enabled = root.join("sys/module/apparmor/parameters/enabled");
+    let fs = root.join("sys/kernel/security/apparmor");
+    match std::fs::read_to_string(&enabled) {
+        Err(_) => {
+            let lsm = std::fs::read_to_string(root.join("sys/kernel/security/lsm")).unwrap_or_default();
+            KernelStatus::Unavailable(if lsm.is_empty() {
+                "this kernel has no AppArmor support (no /sys/module/apparmor)".into()
+            } else {
+                format!("AppArmor is not among this kernel's security modules ({})", lsm.trim())
+            })
+        }
+        Ok(s) if s.trim() != "Y" => {
+            KernelStatus::Unavailable("AppArmor is built into this kernel but disabled (boot with apparmor=1 security=apparmor)".into())
+        }
+        Ok(_) if !fs.join("profiles").exists() => KernelStatus::Unavailable(format!(
+            "AppArmor is enabled but {} is not mounted (mount -t securityfs securityfs /sys/kernel/security)",
+            fs.display()
+        )),
+        Ok(_) => KernelStatus::Available { fs },
+    }
+}
+
+/// Probe the running kernel.
+pub fn status() -> KernelStatus {
+    status_at(Path::new("/"))
+}
 
 /// Errors reading securityfs.
 #[derive(Debug, thiserror::Error)]

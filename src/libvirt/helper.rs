@@ -203,7 +203,7 @@ impl Context {
         };
         let sysroot = nonempty(crate::apparmor::SYSROOT_ENV);
         let kernel = match &sysroot {
-            Some(r) => kernel::status_at(r),
+            Some(r) => crate::apparmor::securityfs::status_at(r),
             None => config.kernel_status(),
         };
         let dir = config
