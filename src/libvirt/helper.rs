@@ -558,7 +558,7 @@ fn regenerate(
 }
 
 /// The access a read-back rule line (`"path" perms,`) grants.
-fn line_access(rule: &crate::list::files::RuleLine) -> Option<Access> {
+fn line_access(rule: &crate::policy::files::RuleLine) -> Option<Access> {
     let perms = rule.rule.strip_suffix(',')?.rsplit_once(' ')?.1;
     Access::parse(perms)
 }
@@ -640,7 +640,7 @@ fn append_file(
         return regenerate(ctx, &g, name, Mode::Replace, false, out);
     };
     let mut lines: Vec<String> = current.lines().map(str::to_string).collect();
-    let have = crate::list::files::rules(&current);
+    let have = crate::policy::files::rules(&current);
     let mut changed = false;
     for w in want.rules() {
         let found = have

@@ -34,8 +34,8 @@ impl Layout {
     pub fn under(root: &Path) -> Layout {
         Layout {
             apparmor_dir: root.join("etc/apparmor.d"),
-            lock_dir: root.join("run/aa-virt/lock"),
-            cache_dir: root.join("var/cache/aa-virt/apparmor"),
+            lock_dir: store::lock_dir_under(root),
+            cache_dir: store::cache_dir_under(root),
         }
     }
 
@@ -232,7 +232,7 @@ pub fn check_all(
         guest: first.name.clone(),
         source,
     };
-    let dir = tempdir().map_err(scratch)?;
+    let dir = store::tempdir().map_err(scratch)?;
     let res = (|| {
         let profs = lay_out(&dir, items, templates)?;
         let mut p = parser.clone();
@@ -420,30 +420,4 @@ fn unload_locked(name: &str, kernel: &KernelStatus) -> Result<bool, ProfileError
         }
         KernelStatus::Unavailable(_) => Ok(false),
     }
-}
-
-/// A private scratch directory (mode 0700) under `$TMPDIR`.
-pub fn tempdir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
-    for i in 0..100u32 {
-        let p = base.join(format!(
-            "aa-virt.{}.{}.{}",
-            std::process::id(),
-            i,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        ));
-        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
-            Ok(()) => return Ok(p),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        "no free scratch directory name",
-    ))
 }

@@ -10,7 +10,6 @@
 //! under it. No per-guest process is spawned and no domain XML is read.
 
 pub mod denials;
-pub mod files;
 pub mod output;
 pub mod status;
 
@@ -25,6 +24,7 @@ use crate::guest::GuestKind;
 use crate::libvirt::conn::{self, Conn, DomainInfo, SecurityModel};
 use crate::libvirt::profile::Layout;
 use crate::lxc::sys::{self as lxc, Container};
+use crate::policy::files;
 
 pub use denials::LogChoice;
 

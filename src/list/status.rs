@@ -9,11 +9,11 @@ use std::time::UNIX_EPOCH;
 use serde::Serialize;
 
 use super::denials::Record;
-use super::files::{self, RuleLine};
 use super::{gather, AppArmorInfo, GuestRow, ListError, Options, SCHEMA_VERSION};
 use crate::guest::GuestKind;
 use crate::libvirt::{self, conn::Conn};
 use crate::lxc::sys as lxc;
+use crate::policy::files::{self, RuleLine};
 
 /// How many denials `status` shows.
 pub const RECENT_DENIALS: usize = 20;

@@ -199,11 +199,10 @@ impl Default for Layout {
 impl Layout {
     /// The standard layout below `root`.
     pub fn under(root: &Path) -> Layout {
-        let base = crate::libvirt::profile::Layout::under(root);
         Layout {
             profile_dir: root.join("var/lib/aa-virt/lxc"),
-            lock_dir: base.lock_dir,
-            cache_dir: base.cache_dir,
+            lock_dir: crate::store::lock_dir_under(root),
+            cache_dir: crate::store::cache_dir_under(root),
         }
     }
 

@@ -343,7 +343,7 @@ pub fn render(
 impl Rendered {
     /// Compile the profile with the real parser without loading it.
     pub fn check(&self, container: &str, parser: &Parser) -> Result<(), LxcError> {
-        let dir = crate::libvirt::profile::tempdir().map_err(|source| LxcError::Io {
+        let dir = crate::store::tempdir().map_err(|source| LxcError::Io {
             op: "create scratch directory",
             path: std::env::temp_dir(),
             source,
