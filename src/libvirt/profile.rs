@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::apparmor::{kernel, KernelStatus, Parser, ParserError};
 use crate::guest::Guest;
+use crate::policy::files::FilesDoc;
 use crate::policy::{self, RuleError, RuleSet, TemplateError, Templates};
 use crate::store::{self, StoreError, Txn};
 
@@ -168,6 +169,8 @@ pub struct Rendered {
     pub files: String,
     /// The rules, with their origins.
     pub rules: RuleSet,
+    /// The `.files` includes the GL abstraction ([`Guest::gl`]).
+    pub gl: bool,
 }
 
 /// Render a guest's profile and rules.
@@ -182,9 +185,10 @@ pub fn render(
     let rules = policy::derive(guest)?;
     Ok(Rendered {
         profile: templates.libvirt_profile(guest, &name, complain)?,
-        files: templates.libvirt_files(guest, &name, &rules)?,
+        files: FilesDoc::render(templates, guest, &name, &rules)?.into_text(),
         name,
         rules,
+        gl: guest.gl,
     })
 }
 
@@ -193,14 +197,7 @@ impl Rendered {
     /// the profile or its `.files` includes: `abstractions/aa-virt-qemu`
     /// always, `abstractions/aa-virt-qemu-gl` for a guest that uses GL.
     pub fn abstractions(&self) -> Vec<&'static str> {
-        policy::template::ABSTRACTIONS
-            .iter()
-            .map(|(rel, _)| *rel)
-            .filter(|rel| {
-                let inc = format!("<{rel}>");
-                self.profile.contains(&inc) || self.files.contains(&inc)
-            })
-            .collect()
+        policy::template::libvirt_abstractions(self.gl)
     }
 
     /// Compile the profile with the real parser without loading it: the

@@ -13,6 +13,7 @@ use crate::guest::{
 use crate::policy::escape::unescape_mount_field;
 use crate::policy::paths::resolve;
 use crate::policy::rules::{push_resource, vet};
+use crate::policy::template::RuleLine;
 use crate::policy::{check_path, RuleError, RuleSet, Templates};
 
 use super::config::{self, Entry};
@@ -251,12 +252,6 @@ pub struct Rendered {
 }
 
 #[derive(Serialize)]
-struct RuleLine {
-    line: String,
-    origin: String,
-}
-
-#[derive(Serialize)]
 struct Ctx {
     name: String,
     lxcpath: String,
@@ -321,14 +316,7 @@ pub fn render(
         userns: opts.userns,
         complain: opts.complain,
         remount_options: remount_options(opts.nosymfollow),
-        binds: rules
-            .rules()
-            .iter()
-            .map(|r| RuleLine {
-                line: r.render(),
-                origin: display_bytes(r.origins.join("; ").as_bytes()),
-            })
-            .collect(),
+        binds: RuleLine::all(&rules),
         raw: ct.raw()?,
     };
     let text = templates.render_with(TEMPLATE, &ctx)?;

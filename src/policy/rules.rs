@@ -70,6 +70,17 @@ impl Rule {
     pub fn render(&self) -> String {
         format!("  {} {},", self.pattern.render(), self.access)
     }
+
+    /// The line a generated file carries: the rule, then the devices that
+    /// need it (`  "/path" rwk,  # disk vda; disk vdb`). The one place this
+    /// format is written; [`super::files`] reads it back.
+    pub fn line(&self) -> String {
+        format!(
+            "{}  # {}",
+            self.render(),
+            display_bytes(self.origins.join("; ").as_bytes())
+        )
+    }
 }
 
 /// Rules in first-seen order, one per pattern.
