@@ -33,7 +33,8 @@ use super::profile::{self, Installed, Layout, ProfileError, Removed, Rendered};
 use super::{DomainError, ReadOptions};
 use crate::apparmor::{kernel, KernelStatus, Parser, ParserError};
 use crate::config::{Config, ConfigError};
-use crate::guest::{display_path, Access, Guest, Resource};
+use crate::guest::{Access, Guest, Resource};
+use crate::policy::escape::display_path;
 use crate::policy::files::FilesDoc;
 use crate::policy::template::GL_ABSTRACTION;
 use crate::policy::{rules, RuleError, RuleSet, TemplateError, Templates};
@@ -364,13 +365,7 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Args, Hel
 
 /// The profile name from `-u`: `libvirt-` and a lower-case hyphenated uuid.
 pub fn profile_uuid(arg: &str) -> Result<Uuid, HelperError> {
-    let bad = || HelperError::BadUuid(arg.to_string());
-    let u = arg.strip_prefix("libvirt-").ok_or_else(bad)?;
-    let parsed = Uuid::try_parse(u).map_err(|_| bad())?;
-    if parsed.hyphenated().to_string() != u {
-        return Err(bad());
-    }
-    Ok(parsed)
+    super::naming::parse_profile_name(arg).ok_or_else(|| HelperError::BadUuid(arg.to_string()))
 }
 
 /// Run the helper. `xml` is called once, only by the modes that read the
@@ -389,7 +384,7 @@ pub fn run(
         .ok_or_else(|| HelperError::Usage("no mode given (one of -a -c -r -R -D)".into()))?;
     let arg = args.uuid.as_deref().ok_or(HelperError::MissingUuid)?;
     let uuid = profile_uuid(arg)?;
-    let name = format!("libvirt-{}", uuid.hyphenated());
+    let name = super::naming::profile_name(&uuid);
     let layout = &ctx.layout;
     let profile_path = layout.profile_path(&name);
     let exists = std::fs::metadata(&profile_path)

@@ -52,7 +52,7 @@ impl Layout {
 
     /// `/etc/apparmor.d/libvirt/<profile>.files`.
     pub fn files_path(&self, profile: &str) -> PathBuf {
-        self.libvirt_dir().join(format!("{profile}.files"))
+        self.libvirt_dir().join(super::naming::files_name(profile))
     }
 
     /// A parser that finds includes in this layout first, then in the
@@ -180,7 +180,9 @@ pub fn render(
     complain: bool,
 ) -> Result<Rendered, ProfileError> {
     let name = guest
-        .profile_name()
+        .uuid
+        .as_ref()
+        .map(super::naming::profile_name)
         .ok_or_else(|| ProfileError::NoUuid(guest.name.clone()))?;
     let rules = policy::derive(guest)?;
     Ok(Rendered {
@@ -282,7 +284,7 @@ pub fn lay_out(
     for (_, r) in items {
         let prof = lv.join(&r.name);
         std::fs::write(&prof, &r.profile).map_err(scratch)?;
-        std::fs::write(lv.join(format!("{}.files", r.name)), &r.files).map_err(scratch)?;
+        std::fs::write(lv.join(super::naming::files_name(&r.name)), &r.files).map_err(scratch)?;
         profs.push(prof);
     }
     Ok(profs)

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use handlebars::Handlebars;
 use serde::Serialize;
 
-use crate::guest::{display_bytes, Guest};
+use crate::guest::Guest;
+
+use super::escape::display_bytes;
 
 use super::rules::{Rule, RuleSet};
 
