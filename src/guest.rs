@@ -7,11 +7,13 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use uuid::Uuid;
+
+use crate::policy::escape::display_path;
 
 /// What kind of guest this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -299,35 +301,6 @@ impl Guest {
             reason: reason.into(),
         });
     }
-
-    /// The AppArmor profile name for this guest (`libvirt-<uuid>` for libvirt).
-    pub fn profile_name(&self) -> Option<String> {
-        self.uuid.map(|u| format!("libvirt-{}", u.hyphenated()))
-    }
-}
-
-/// Lossless display of a path for messages: valid UTF-8 is shown as is,
-/// other bytes as `\xNN`, control characters escaped.
-pub fn display_path(p: &Path) -> String {
-    display_bytes(p.as_os_str().as_bytes())
-}
-
-/// Lossless, printable rendering of raw bytes for messages.
-pub fn display_bytes(b: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in b.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_control() {
-                out.extend(c.escape_default());
-            } else {
-                out.push(c);
-            }
-        }
-        for byte in chunk.invalid() {
-            out.push_str(&format!("\\x{byte:02x}"));
-        }
-    }
-    out
 }
 
 /// Build a path from raw bytes.
@@ -368,11 +341,5 @@ mod tests {
         assert!(!Access::RK.covers(Access::RWK));
         assert!(Access::RW.covers(Access::parse("a").unwrap()));
         assert!(!Access::R.covers(Access::parse("a").unwrap()));
-    }
-
-    #[test]
-    fn display_path_is_lossless_and_printable() {
-        let p = path_from_bytes(b"/tmp/a\nb\xff".to_vec());
-        assert_eq!(display_path(&p), "/tmp/a\\nb\\xff");
     }
 }

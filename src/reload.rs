@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use crate::apparmor::{kernel, KernelStatus, Parser, ParserError, SecurityfsError};
 use crate::guest::GuestKind;
-use crate::libvirt::conn;
+use crate::libvirt::{conn, naming};
 use crate::list::{self, ListError};
 use crate::store::{self, StoreError};
 
@@ -170,9 +170,7 @@ fn targets(
             };
             // Only the name aa-virt writes: `libvirt-` and a lowercase
             // hyphenated UUID (not `.files`, temp files or other spellings).
-            let is_profile = name.strip_prefix("libvirt-").is_some_and(|u| {
-                uuid::Uuid::parse_str(u).is_ok_and(|p| p.hyphenated().to_string() == u)
-            });
+            let is_profile = naming::parse_profile_name(&name).is_some();
             if is_profile {
                 add(
                     name.clone(),
@@ -197,7 +195,7 @@ fn select(
         return Ok(Some(arg.to_string()));
     }
     if let Ok(u) = uuid::Uuid::parse_str(arg) {
-        let p = format!("libvirt-{}", u.hyphenated());
+        let p = naming::profile_name(&u);
         if all.contains_key(&p) {
             return Ok(Some(p));
         }

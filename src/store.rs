@@ -39,6 +39,44 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreEr
     }
 }
 
+/// The per-guest lock directory below `root` (`/run/aa-virt/lock`),
+/// shared by libvirt guests and LXC containers.
+pub fn lock_dir_under(root: &Path) -> PathBuf {
+    root.join("run/aa-virt/lock")
+}
+
+/// The compiled-policy cache below `root` (`/var/cache/aa-virt/apparmor`),
+/// shared by libvirt guests and LXC containers.
+pub fn cache_dir_under(root: &Path) -> PathBuf {
+    root.join("var/cache/aa-virt/apparmor")
+}
+
+/// A private scratch directory (mode 0700) under `$TMPDIR`.
+pub fn tempdir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    for i in 0..100u32 {
+        let p = base.join(format!(
+            "aa-virt.{}.{}.{}",
+            std::process::id(),
+            i,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no free scratch directory name",
+    ))
+}
+
 /// Write `content` to `path` atomically (temp file, fsync, rename, fsync dir),
 /// with mode `mode`. Creates the parent directory if needed.
 pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), StoreError> {

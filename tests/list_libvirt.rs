@@ -364,7 +364,7 @@ fn status_rules_origins_cache_and_denied_devices() {
     let layout = aa_virt::libvirt::profile::Layout::under(&pol);
     let files = std::fs::read_to_string(layout.files_path(&profile)).unwrap();
     // A path the rules cover: the first exact one, with its device.
-    let first = aa_virt::list::files::rules(&files)
+    let first = aa_virt::policy::files::rules(&files)
         .into_iter()
         .find(|r| r.pattern.as_ref().is_some_and(|p| p.is_exact()) && !r.origins.is_empty())
         .expect("an exact rule");

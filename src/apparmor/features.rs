@@ -69,7 +69,7 @@ impl ParserFeatures {
 /// `Ok(false)` when the parser rejects the rule; `Err` when the parser
 /// cannot be run at all.
 pub fn probe_rule(parser: &Parser, rule: &str) -> Result<bool, ParserError> {
-    let dir = crate::libvirt::profile::tempdir().map_err(|source| ParserError::Spawn {
+    let dir = crate::store::tempdir().map_err(|source| ParserError::Spawn {
         bin: parser.bin.clone(),
         source,
     })?;

@@ -309,7 +309,9 @@ impl Hook {
             source: Box::new(source),
         };
         let name = guest
-            .profile_name()
+            .uuid
+            .as_ref()
+            .map(super::naming::profile_name)
             .ok_or_else(|| perr(ProfileError::NoUuid(guest.name.clone())))?;
         let (unloaded, removed) = if self.config.keep_files {
             (

@@ -6,6 +6,7 @@ pub mod domain;
 pub mod helper;
 pub mod hook;
 pub mod image;
+pub mod naming;
 pub mod profile;
 
 pub use domain::{parse, read_input, DomainError, ReadOptions};

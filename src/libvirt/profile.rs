@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::apparmor::{kernel, KernelStatus, Parser, ParserError};
 use crate::guest::Guest;
+use crate::policy::files::FilesDoc;
 use crate::policy::{self, RuleError, RuleSet, TemplateError, Templates};
 use crate::store::{self, StoreError, Txn};
 
@@ -34,8 +35,8 @@ impl Layout {
     pub fn under(root: &Path) -> Layout {
         Layout {
             apparmor_dir: root.join("etc/apparmor.d"),
-            lock_dir: root.join("run/aa-virt/lock"),
-            cache_dir: root.join("var/cache/aa-virt/apparmor"),
+            lock_dir: store::lock_dir_under(root),
+            cache_dir: store::cache_dir_under(root),
         }
     }
 
@@ -51,7 +52,7 @@ impl Layout {
 
     /// `/etc/apparmor.d/libvirt/<profile>.files`.
     pub fn files_path(&self, profile: &str) -> PathBuf {
-        self.libvirt_dir().join(format!("{profile}.files"))
+        self.libvirt_dir().join(super::naming::files_name(profile))
     }
 
     /// A parser that finds includes in this layout first, then in the
@@ -168,6 +169,8 @@ pub struct Rendered {
     pub files: String,
     /// The rules, with their origins.
     pub rules: RuleSet,
+    /// The `.files` includes the GL abstraction ([`Guest::gl`]).
+    pub gl: bool,
 }
 
 /// Render a guest's profile and rules.
@@ -177,14 +180,17 @@ pub fn render(
     complain: bool,
 ) -> Result<Rendered, ProfileError> {
     let name = guest
-        .profile_name()
+        .uuid
+        .as_ref()
+        .map(super::naming::profile_name)
         .ok_or_else(|| ProfileError::NoUuid(guest.name.clone()))?;
     let rules = policy::derive(guest)?;
     Ok(Rendered {
         profile: templates.libvirt_profile(guest, &name, complain)?,
-        files: templates.libvirt_files(guest, &name, &rules)?,
+        files: FilesDoc::render(templates, guest, &name, &rules)?.into_text(),
         name,
         rules,
+        gl: guest.gl,
     })
 }
 
@@ -193,14 +199,7 @@ impl Rendered {
     /// the profile or its `.files` includes: `abstractions/aa-virt-qemu`
     /// always, `abstractions/aa-virt-qemu-gl` for a guest that uses GL.
     pub fn abstractions(&self) -> Vec<&'static str> {
-        policy::template::ABSTRACTIONS
-            .iter()
-            .map(|(rel, _)| *rel)
-            .filter(|rel| {
-                let inc = format!("<{rel}>");
-                self.profile.contains(&inc) || self.files.contains(&inc)
-            })
-            .collect()
+        policy::template::libvirt_abstractions(self.gl)
     }
 
     /// Compile the profile with the real parser without loading it: the
@@ -232,7 +231,7 @@ pub fn check_all(
         guest: first.name.clone(),
         source,
     };
-    let dir = tempdir().map_err(scratch)?;
+    let dir = store::tempdir().map_err(scratch)?;
     let res = (|| {
         let profs = lay_out(&dir, items, templates)?;
         let mut p = parser.clone();
@@ -285,7 +284,7 @@ pub fn lay_out(
     for (_, r) in items {
         let prof = lv.join(&r.name);
         std::fs::write(&prof, &r.profile).map_err(scratch)?;
-        std::fs::write(lv.join(format!("{}.files", r.name)), &r.files).map_err(scratch)?;
+        std::fs::write(lv.join(super::naming::files_name(&r.name)), &r.files).map_err(scratch)?;
         profs.push(prof);
     }
     Ok(profs)
@@ -420,30 +419,4 @@ fn unload_locked(name: &str, kernel: &KernelStatus) -> Result<bool, ProfileError
         }
         KernelStatus::Unavailable(_) => Ok(false),
     }
-}
-
-/// A private scratch directory (mode 0700) under `$TMPDIR`.
-pub fn tempdir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
-    for i in 0..100u32 {
-        let p = base.join(format!(
-            "aa-virt.{}.{}.{}",
-            std::process::id(),
-            i,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        ));
-        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
-            Ok(()) => return Ok(p),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        "no free scratch directory name",
-    ))
 }

@@ -10,7 +10,6 @@
 //! under it. No per-guest process is spawned and no domain XML is read.
 
 pub mod denials;
-pub mod files;
 pub mod output;
 pub mod status;
 
@@ -23,8 +22,10 @@ use crate::apparmor::securityfs::LoadedProfiles;
 use crate::apparmor::{process_label, KernelStatus, Label, Mode, Root};
 use crate::guest::GuestKind;
 use crate::libvirt::conn::{self, Conn, DomainInfo, SecurityModel};
+use crate::libvirt::naming;
 use crate::libvirt::profile::Layout;
 use crate::lxc::sys::{self as lxc, Container};
+use crate::policy::files;
 
 pub use denials::LogChoice;
 
@@ -272,7 +273,7 @@ fn files_present(layout: &Layout) -> HashSet<String> {
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.ends_with(".files"))
+                .filter(|n| n.ends_with(naming::FILES_SUFFIX))
                 .collect()
         })
         .unwrap_or_default()
@@ -463,8 +464,8 @@ impl Ctx<'_> {
     }
 
     fn qemu(&self, uri: &str, local: bool, model: Option<&str>, d: &DomainInfo) -> GuestRow {
-        let profile = format!("libvirt-{}", d.uuid.hyphenated());
-        let files_name = format!("{profile}.files");
+        let profile = naming::profile_name(&d.uuid);
+        let files_name = naming::files_name(&profile);
         let files_path = self.opts.layout.files_path(&profile);
         let rules = if local && self.present.contains(&files_name) {
             self.rules_of(&files_path)

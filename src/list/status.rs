@@ -9,11 +9,11 @@ use std::time::UNIX_EPOCH;
 use serde::Serialize;
 
 use super::denials::Record;
-use super::files::{self, RuleLine};
 use super::{gather, AppArmorInfo, GuestRow, ListError, Options, SCHEMA_VERSION};
 use crate::guest::GuestKind;
 use crate::libvirt::{self, conn::Conn};
 use crate::lxc::sys as lxc;
+use crate::policy::files::{self, ReadRule};
 
 /// How many denials `status` shows.
 pub const RECENT_DENIALS: usize = 20;
@@ -81,7 +81,7 @@ pub struct Detail {
     /// Why there are no rules, when there are none.
     pub rules_note: Option<String>,
     /// Every rule with its origins.
-    pub rules: Vec<RuleLine>,
+    pub rules: Vec<ReadRule>,
     /// `fresh`, `stale`, `missing` (nothing cached) or `n/a`.
     pub cache_state: &'static str,
     /// Cache entries found.
@@ -143,7 +143,7 @@ pub fn pick(all: Vec<GuestRow>, name: &str, where_: &str) -> Result<GuestRow, Li
 }
 
 /// Rules rendered now from the domain XML (when no `.files` is installed).
-fn rules_from_xml(uri: &str, name: &str) -> Result<Vec<RuleLine>, String> {
+fn rules_from_xml(uri: &str, name: &str) -> Result<Vec<ReadRule>, String> {
     let c = Conn::open(uri).map_err(|e| e.to_string())?;
     let xml = c.xml(name).map_err(|e| e.to_string());
     c.close().map_err(|e| e.to_string())?;
@@ -160,12 +160,7 @@ fn rules_from_xml(uri: &str, name: &str) -> Result<Vec<RuleLine>, String> {
         .rules()
         .iter()
         .enumerate()
-        .map(|(i, r)| RuleLine {
-            line: i + 1,
-            rule: r.render().trim().to_string(),
-            origins: r.origins.clone(),
-            pattern: Some(r.pattern.clone()),
-        })
+        .map(|(i, r)| ReadRule::made(i + 1, r))
         .collect())
 }
 

@@ -161,20 +161,10 @@ pub enum LxcError {
 
 /// Check a container name: what LXC itself accepts as a directory name.
 pub fn check_container_name(name: &str) -> Result<(), LxcError> {
-    let bad = |why| Err(LxcError::BadName(name.to_string(), why));
-    if name.is_empty() {
-        return bad("it is empty");
+    match crate::policy::rules::name_problem(name) {
+        Some(why) => Err(LxcError::BadName(name.to_string(), why)),
+        None => Ok(()),
     }
-    if name.contains('/') {
-        return bad("it contains '/'");
-    }
-    if name == "." || name == ".." {
-        return bad("it is a relative path component");
-    }
-    if name.chars().any(char::is_control) {
-        return bad("it contains a control character");
-    }
-    Ok(())
 }
 
 /// Where aa-virt keeps container profiles; every path can be moved under a
@@ -199,11 +189,10 @@ impl Default for Layout {
 impl Layout {
     /// The standard layout below `root`.
     pub fn under(root: &Path) -> Layout {
-        let base = crate::libvirt::profile::Layout::under(root);
         Layout {
             profile_dir: root.join("var/lib/aa-virt/lxc"),
-            lock_dir: base.lock_dir,
-            cache_dir: base.cache_dir,
+            lock_dir: crate::store::lock_dir_under(root),
+            cache_dir: crate::store::cache_dir_under(root),
         }
     }
 

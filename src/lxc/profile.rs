@@ -7,13 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::apparmor::{ContainerMode, Parser};
-use crate::guest::{
-    display_bytes, display_path, path_from_bytes, Access, Guest, GuestKind, Resource, Scope,
-};
-use crate::policy::escape::unescape_mount_field;
-use crate::policy::paths::resolve;
-use crate::policy::rules::{push_resource, vet};
-use crate::policy::{check_path, RuleError, RuleSet, Templates};
+use crate::guest::{path_from_bytes, Access, Guest, GuestKind, Resource, Scope};
+use crate::policy::escape::{display_bytes, display_path, unescape_mount_field};
+use crate::policy::template::RuleLine;
+use crate::policy::{RuleSet, Templates};
 
 use super::config::{self, Entry};
 use super::naming::Names;
@@ -201,30 +198,8 @@ pub fn read_raw_file(path: &Path) -> Result<Vec<String>, LxcError> {
 /// restricted host locations (a container must not get the host's `/etc`
 /// or AppArmor state writable); read-only binds of system directories
 /// (`/lib`, `/usr/lib`: LXC's busybox template does this) only need a path
-/// that resolves.
-pub fn bind_rules(guest: &Guest) -> Result<RuleSet, RuleError> {
-    let mut set = RuleSet::default();
-    for r in &guest.resources {
-        let resolved = if r.access.writes() {
-            vet(&guest.name, r)?
-        } else {
-            check_path(std::os::unix::ffi::OsStrExt::as_bytes(r.path.as_os_str())).map_err(
-                |source| RuleError::BadPath {
-                    guest: guest.name.clone(),
-                    origin: r.origin.clone(),
-                    source,
-                },
-            )?;
-            resolve(&r.path).map_err(|source| RuleError::Resolve {
-                guest: guest.name.clone(),
-                origin: r.origin.clone(),
-                source,
-            })?
-        };
-        push_resource(&mut set, &resolved, r);
-    }
-    Ok(set)
-}
+/// that resolves. The decision is policy's ([`crate::policy::rules::Vetting`]).
+pub use crate::policy::rules::bind_rules;
 
 /// What the template needs to know beyond the container.
 #[derive(Debug, Clone, Copy, Default)]
@@ -248,12 +223,6 @@ pub struct Rendered {
     pub text: String,
     /// The bind-source rules, with their origins.
     pub rules: RuleSet,
-}
-
-#[derive(Serialize)]
-struct RuleLine {
-    line: String,
-    origin: String,
 }
 
 #[derive(Serialize)]
@@ -321,14 +290,7 @@ pub fn render(
         userns: opts.userns,
         complain: opts.complain,
         remount_options: remount_options(opts.nosymfollow),
-        binds: rules
-            .rules()
-            .iter()
-            .map(|r| RuleLine {
-                line: r.render(),
-                origin: display_bytes(r.origins.join("; ").as_bytes()),
-            })
-            .collect(),
+        binds: RuleLine::all(&rules),
         raw: ct.raw()?,
     };
     let text = templates.render_with(TEMPLATE, &ctx)?;
@@ -343,7 +305,7 @@ pub fn render(
 impl Rendered {
     /// Compile the profile with the real parser without loading it.
     pub fn check(&self, container: &str, parser: &Parser) -> Result<(), LxcError> {
-        let dir = crate::libvirt::profile::tempdir().map_err(|source| LxcError::Io {
+        let dir = crate::store::tempdir().map_err(|source| LxcError::Io {
             op: "create scratch directory",
             path: std::env::temp_dir(),
             source,

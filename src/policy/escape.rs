@@ -15,8 +15,6 @@ use std::path::Path;
 
 use std::os::unix::ffi::OsStrExt;
 
-use crate::guest::display_bytes;
-
 /// Longest path the kernel resolves in one system call (PATH_MAX includes the NUL).
 pub const PATH_MAX: usize = 4095;
 
@@ -418,6 +416,33 @@ impl Pattern {
     }
 }
 
+/// Display escaping: how a path or name is shown in messages, JSON and
+/// tables (never in rules; rule text is [`escape_bytes`]). Lossless, so
+/// two different paths never display the same.
+/// Lossless display of a path for messages: valid UTF-8 is shown as is,
+/// other bytes as `\xNN`, control characters escaped.
+pub fn display_path(p: &Path) -> String {
+    display_bytes(p.as_os_str().as_bytes())
+}
+
+/// Lossless, printable rendering of raw bytes for messages.
+pub fn display_bytes(b: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,5 +626,12 @@ mod tests {
         ] {
             assert_eq!(Pattern::parse_rendered(t), None, "{t}");
         }
+    }
+
+    #[test]
+    fn display_path_is_lossless_and_printable() {
+        use std::os::unix::ffi::OsStringExt;
+        let p = std::path::PathBuf::from(std::ffi::OsString::from_vec(b"/tmp/a\nb\xff".to_vec()));
+        assert_eq!(display_path(&p), "/tmp/a\\nb\\xff");
     }
 }

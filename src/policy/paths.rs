@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::guest::display_path;
+use super::escape::display_path;
 
 /// The kernel's limit on symlinks followed in one lookup.
 pub const MAX_SYMLINKS: usize = 40;

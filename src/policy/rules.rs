@@ -6,11 +6,9 @@ use std::path::{Path, PathBuf};
 
 use std::os::unix::ffi::OsStrExt;
 
-use crate::guest::{
-    display_bytes, display_path, Access, Guest, GuestKind, Resource, RunPath, Scope,
-};
+use crate::guest::{Access, Guest, GuestKind, Resource, RunPath, Scope};
 
-use super::escape::{check_path, PathError, Pattern};
+use super::escape::{check_path, display_bytes, display_path, PathError, Pattern};
 use super::paths::{resolve, restriction, ResolveError};
 
 /// Why a guest's rules could not be made. Every variant names the guest, the
@@ -70,6 +68,17 @@ impl Rule {
     pub fn render(&self) -> String {
         format!("  {} {},", self.pattern.render(), self.access)
     }
+
+    /// The line a generated file carries: the rule, then the devices that
+    /// need it (`  "/path" rwk,  # disk vda; disk vdb`). The one place this
+    /// format is written; [`super::files`] reads it back.
+    pub fn line(&self) -> String {
+        format!(
+            "{}  # {}",
+            self.render(),
+            display_bytes(self.origins.join("; ").as_bytes())
+        )
+    }
 }
 
 /// Rules in first-seen order, one per pattern.
@@ -119,9 +128,41 @@ impl RuleSet {
     }
 }
 
+/// How far [`vet_as`] checks a resource before it may become a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vetting {
+    /// Every check: the path is exact, it resolves, the resolved path is
+    /// exact, and it is not a restricted host location. Every libvirt
+    /// device, and every writable LXC bind source.
+    Full,
+    /// A read-only LXC bind source (LXC's busybox template binds `/lib`
+    /// and `/usr/lib` read-only): the path is exact and resolves; the
+    /// restricted-location check is not applied. This is today's behaviour,
+    /// kept by the redesign; making it [`Vetting::Full`] (or a read-only
+    /// restricted list) is a policy change for later.
+    ReadOnlyBind,
+}
+
+impl Vetting {
+    /// How an LXC bind source is vetted: fully when it is writable.
+    pub fn for_bind(r: &Resource) -> Vetting {
+        if r.access.writes() {
+            Vetting::Full
+        } else {
+            Vetting::ReadOnlyBind
+        }
+    }
+}
+
 /// Check a resource's path, resolve it and check the result against the
 /// restricted list. Returns the resolved path.
 pub fn vet(guest: &str, r: &Resource) -> Result<PathBuf, RuleError> {
+    vet_as(guest, r, Vetting::Full)
+}
+
+/// [`vet`], as far as `how` says. Every way aa-virt grants a host path
+/// comes through here.
+pub fn vet_as(guest: &str, r: &Resource, how: Vetting) -> Result<PathBuf, RuleError> {
     let bytes = r.path.as_os_str().as_bytes();
     check_path(bytes).map_err(|source| RuleError::BadPath {
         guest: guest.into(),
@@ -133,6 +174,9 @@ pub fn vet(guest: &str, r: &Resource) -> Result<PathBuf, RuleError> {
         origin: display_bytes(r.origin.as_bytes()),
         source,
     })?;
+    if how == Vetting::ReadOnlyBind {
+        return Ok(resolved);
+    }
     check_path(resolved.as_os_str().as_bytes()).map_err(|source| RuleError::BadPath {
         guest: guest.into(),
         origin: display_bytes(r.origin.as_bytes()),
@@ -156,6 +200,17 @@ pub fn vet(guest: &str, r: &Resource) -> Result<PathBuf, RuleError> {
         });
     }
     Ok(resolved)
+}
+
+/// Rules for an LXC container's bind sources, each vetted as
+/// [`Vetting::for_bind`] says.
+pub fn bind_rules(guest: &Guest) -> Result<RuleSet, RuleError> {
+    let mut set = RuleSet::default();
+    for r in &guest.resources {
+        let resolved = vet_as(&guest.name, r, Vetting::for_bind(r))?;
+        push_resource(&mut set, &resolved, r);
+    }
+    Ok(set)
 }
 
 /// Add one vetted resource to a rule set.
@@ -194,23 +249,31 @@ fn push_run_path(set: &mut RuleSet, guest: &Guest, rp: &RunPath) -> Result<(), R
     Ok(())
 }
 
-/// Check a guest name for use inside rule paths. Names are escaped, not
-/// refused, except for what cannot be part of one path component.
-pub fn check_name(name: &str) -> Result<(), RuleError> {
-    let bad = |why: &str| Err(RuleError::BadName(name.into(), why.into()));
+/// What is wrong with a guest name (a libvirt domain or an LXC container)
+/// for use as one path component inside rules, if anything. Names are
+/// escaped, not refused, except for what cannot be one path component.
+/// The one guest-name check; [`check_name`] and the LXC front end's
+/// `check_container_name` wrap it in their errors.
+pub fn name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
-        return bad("it is empty");
+        Some("it is empty")
+    } else if name.contains('/') {
+        Some("it contains '/'")
+    } else if name == "." || name == ".." {
+        Some("it is a relative path component")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else {
+        None
     }
-    if name.contains('/') {
-        return bad("it contains '/'");
+}
+
+/// Check a guest name for use inside rule paths ([`name_problem`]).
+pub fn check_name(name: &str) -> Result<(), RuleError> {
+    match name_problem(name) {
+        Some(why) => Err(RuleError::BadName(name.into(), why.into())),
+        None => Ok(()),
     }
-    if name == "." || name == ".." {
-        return bad("it is a relative path component");
-    }
-    if name.chars().any(|c| c.is_control()) {
-        return bad("it contains a control character");
-    }
-    Ok(())
 }
 
 /// Derive every rule for a guest: the runtime files its front end always

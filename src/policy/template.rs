@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use handlebars::Handlebars;
 use serde::Serialize;
 
-use crate::guest::{display_bytes, Guest};
+use crate::guest::Guest;
 
-use super::rules::RuleSet;
+use super::escape::display_bytes;
+
+use super::rules::{Rule, RuleSet};
 
 /// Template files, relative to the templates directory, with their built-in text.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -41,7 +43,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
 /// Abstractions aa-virt ships, relative to `/etc/apparmor.d`.
 pub const ABSTRACTIONS: &[(&str, &str)] = &[
     (
-        "abstractions/aa-virt-qemu",
+        QEMU_ABSTRACTION,
         include_str!("../../templates/apparmor.d/abstractions/aa-virt-qemu"),
     ),
     (
@@ -49,6 +51,20 @@ pub const ABSTRACTIONS: &[(&str, &str)] = &[
         include_str!("../../templates/apparmor.d/abstractions/aa-virt-qemu-gl"),
     ),
 ];
+
+/// The abstraction every libvirt guest's profile includes
+/// (`libvirt/TEMPLATE.qemu.hbs`).
+pub const QEMU_ABSTRACTION: &str = "abstractions/aa-virt-qemu";
+
+/// aa-virt's abstractions a libvirt guest's policy includes, in
+/// [`ABSTRACTIONS`] order: QEMU's always, GL's when the guest uses GL.
+pub fn libvirt_abstractions(gl: bool) -> Vec<&'static str> {
+    let mut v = vec![QEMU_ABSTRACTION];
+    if gl {
+        v.push(GL_ABSTRACTION);
+    }
+    v
+}
 
 /// The abstraction the rules of a guest that uses OpenGL include
 /// ([`Guest::gl`]): Mesa's drivers and the GPU facts they read.
@@ -97,10 +113,33 @@ pub struct Templates {
     includes: Vec<String>,
 }
 
-#[derive(Serialize)]
-struct RuleLine {
-    line: String,
-    origin: String,
+/// One rule as templates see it (`libvirt/files.hbs`, `lxc/container.hbs`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleLine {
+    /// The whole line, rule and origins ([`Rule::line`]); what the shipped
+    /// templates print.
+    pub text: String,
+    /// The rule alone ([`Rule::render`]), for templates that lay lines out
+    /// their own way.
+    pub line: String,
+    /// The devices that need it, `; `-separated, display-escaped.
+    pub origin: String,
+}
+
+impl RuleLine {
+    /// The template's view of `rule`.
+    pub fn of(rule: &Rule) -> RuleLine {
+        RuleLine {
+            text: rule.line(),
+            line: rule.render(),
+            origin: display_bytes(rule.origins.join("; ").as_bytes()),
+        }
+    }
+
+    /// The template's view of every rule in `set`, in order.
+    pub fn all(set: &RuleSet) -> Vec<RuleLine> {
+        set.rules().iter().map(RuleLine::of).collect()
+    }
 }
 
 #[derive(Serialize)]
@@ -202,17 +241,7 @@ impl Templates {
             uuid: guest.uuid.map(|u| u.to_string()).unwrap_or_default(),
             profile,
             complain,
-            rules: rules
-                .map(|s| {
-                    s.rules()
-                        .iter()
-                        .map(|r| RuleLine {
-                            line: r.render(),
-                            origin: display_bytes(r.origins.join("; ").as_bytes()),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            rules: rules.map(RuleLine::all).unwrap_or_default(),
             gl: guest.gl.then_some(GL_ABSTRACTION),
             includes: &self.includes,
         }

@@ -37,7 +37,7 @@ pub enum DomainError {
     #[error("domain XML is {0} bytes, over the limit of {MAX_XML_BYTES}")]
     TooLarge(usize),
     /// Not well-formed XML (or uses a DTD, which is refused).
-    #[error("domain XML does not parse: {}", crate::guest::display_bytes(.0.to_string().as_bytes()))]
+    #[error("domain XML does not parse: {}", crate::policy::escape::display_bytes(.0.to_string().as_bytes()))]
     Xml(#[from] roxmltree::Error),
     /// The root element is not `<domain>`.
     #[error("not a libvirt domain: root element is <{0}>")]
@@ -147,7 +147,7 @@ pub fn parse(xml: &str, opts: &ReadOptions) -> Result<Guest, DomainError> {
     }
     let mut g = Guest::new(GuestKind::Qemu, name.clone());
     // Messages show the name with control characters escaped: one line.
-    let shown = crate::guest::display_bytes(name.as_bytes());
+    let shown = crate::policy::escape::display_bytes(name.as_bytes());
     let uuid = child_text(root, "uuid").ok_or(DomainError::Missing {
         guest: shown.clone(),
         what: "<uuid>",
@@ -281,9 +281,9 @@ impl Reader<'_> {
     /// A device error naming this guest.
     pub(crate) fn err(&self, origin: &str, reason: impl Into<String>) -> DomainError {
         DomainError::Device {
-            guest: crate::guest::display_bytes(self.g.name.as_bytes()),
-            origin: crate::guest::display_bytes(origin.as_bytes()),
-            reason: crate::guest::display_bytes(reason.into().as_bytes()),
+            guest: crate::policy::escape::display_bytes(self.g.name.as_bytes()),
+            origin: crate::policy::escape::display_bytes(origin.as_bytes()),
+            reason: crate::policy::escape::display_bytes(reason.into().as_bytes()),
         }
     }
 
