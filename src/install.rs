@@ -31,7 +31,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::apparmor::{kernel, KernelStatus, Parser, ParserError};
+use crate::apparmor::{
+    install_profile, Kernel, KernelStatus, LoadError, LoadWhen, Parser, ParserError,
+};
 use crate::config::{self, Config};
 use crate::policy::{self, Pattern, TemplateError, Templates};
 use crate::store::{StoreError, Txn};
@@ -332,7 +334,7 @@ pub fn install(
     o: &Options,
     templates: &Templates,
     parser: &Parser,
-    kernel: &KernelStatus,
+    kernel: &dyn Kernel,
 ) -> Result<Report, InstallError> {
     let cfg_path = o.at(config::DEFAULT_PATH.trim_start_matches('/'));
     let cfg = Config::load(&cfg_path)?;
@@ -476,22 +478,19 @@ pub fn install(
             ));
         }
     }
-    match (o.is_live(), kernel) {
-        (true, KernelStatus::Available { fs }) => {
-            let loaded = kernel::profile_mode(fs, PROFILE_NAME)
-                .ok()
-                .flatten()
-                .is_some();
+    match (o.is_live(), kernel.status()) {
+        (true, KernelStatus::Available { .. }) => {
             for (what, path, changed) in &targets {
-                let need = *changed || (what == PROFILE_NAME && !loaded);
-                if !need {
-                    continue;
+                let when = match (*changed, what == PROFILE_NAME) {
+                    (true, _) => LoadWhen::Always,
+                    (false, true) => LoadWhen::ChangedOrNotLoaded,
+                    (false, false) => continue,
+                };
+                let done = install_profile(kernel, &p, &mut txn, what, path, &[], when)
+                    .map_err(|e| load_error(o, path, e))?;
+                if done.loaded {
+                    rep.say(true, format!("loaded    {} into the kernel", o.show(path)));
                 }
-                p.replace(path).map_err(|source| InstallError::Policy {
-                    what: o.show(path),
-                    source,
-                })?;
-                rep.say(true, format!("loaded    {} into the kernel", o.show(path)));
             }
         }
         (live, k) => {
@@ -561,13 +560,24 @@ pub fn install(
     Ok(rep)
 }
 
+/// A failed load of `path`, as an install error naming it.
+fn load_error(o: &Options, path: &Path, e: LoadError) -> InstallError {
+    match e {
+        LoadError::Store(e) => e.into(),
+        LoadError::Parser(source) => InstallError::Policy {
+            what: o.show(path),
+            source,
+        },
+    }
+}
+
 /// Remove what [`install`] added, keeping (and reporting) anything edited
 /// since.
 pub fn uninstall(
     o: &Options,
     templates: &Templates,
     parser: &Parser,
-    kernel: &KernelStatus,
+    kernel: &dyn Kernel,
 ) -> Result<Report, InstallError> {
     let cfg_path = o.at(config::DEFAULT_PATH.trim_start_matches('/'));
     let cfg = Config::load(&cfg_path).unwrap_or_default();
@@ -660,18 +670,17 @@ pub fn uninstall(
     txn.remove(&o.at(MANIFEST_PATH))?;
 
     if o.is_live() {
-        if let KernelStatus::Available { fs } = kernel {
+        if kernel.status().is_available() {
             for d in &touched_daemons {
                 let path = o.at(&format!("etc/apparmor.d/{d}"));
-                parser
-                    .replace(&path)
-                    .map_err(|source| InstallError::Policy {
-                        what: o.show(&path),
-                        source,
-                    })?;
+                install_profile(kernel, parser, &mut txn, d, &path, &[], LoadWhen::Always)
+                    .map_err(|e| load_error(o, &path, e))?;
                 rep.say(true, format!("reloaded  {}", o.show(&path)));
             }
-            if kernel::remove_profile(fs, PROFILE_NAME).map_err(InstallError::Unload)? {
+            if kernel
+                .remove_profile(PROFILE_NAME)
+                .map_err(InstallError::Unload)?
+            {
                 rep.say(true, format!("unloaded  profile {PROFILE_NAME}"));
             }
         }

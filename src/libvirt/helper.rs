@@ -31,7 +31,10 @@ use uuid::Uuid;
 
 use super::profile::{self, Installed, Layout, ProfileError, Removed, Rendered};
 use super::{DomainError, ReadOptions};
-use crate::apparmor::{kernel, KernelStatus, Parser, ParserError};
+use crate::apparmor::{
+    install_profile, select, Kernel, KernelStatus, LoadError, LoadWhen, Parser, ParserError, Root,
+    SystemKernel,
+};
 use crate::config::{Config, ConfigError};
 use crate::guest::{display_path, Access, Guest, Resource};
 use crate::policy::{rules, RuleError, RuleSet, TemplateError, Templates};
@@ -167,8 +170,8 @@ pub struct Context {
     pub layout: Layout,
     /// The parser.
     pub parser: Parser,
-    /// What the kernel offers.
-    pub kernel: KernelStatus,
+    /// The kernel.
+    pub kernel: Box<dyn Kernel + Send + Sync>,
     /// The templates.
     pub templates: Templates,
     /// Refuse guest names the reference refuses.
@@ -202,10 +205,12 @@ impl Context {
             },
         };
         let sysroot = nonempty(crate::apparmor::SYSROOT_ENV);
-        let kernel = match &sysroot {
+        let status = match &sysroot {
             Some(r) => crate::apparmor::securityfs::status_at(r),
             None => config.kernel_status(),
         };
+        let root = sysroot.as_deref().map_or_else(Root::system, Root::new);
+        let kernel = select(SystemKernel::with_status(status, root));
         let dir = config
             .templates
             .clone()
@@ -423,7 +428,7 @@ pub fn run(
                 _ => Ok(Outcome::Removed(profile::uninstall(
                     layout,
                     &name,
-                    &ctx.kernel,
+                    ctx.kernel.as_ref(),
                     false,
                 )?)),
             }
@@ -553,7 +558,7 @@ fn regenerate(
         &ctx.layout,
         &ctx.templates,
         &ctx.parser,
-        &ctx.kernel,
+        ctx.kernel.as_ref(),
     )?))
 }
 
@@ -592,17 +597,14 @@ fn append_file(
         }
         return Ok(Outcome::DryRun);
     }
-    let fs = match &ctx.kernel {
-        KernelStatus::Available { fs } => fs.clone(),
-        KernelStatus::Unavailable(reason) => {
-            return Err(ProfileError::NoKernel {
-                guest: guest.name.clone(),
-                profile: name.to_string(),
-                reason: reason.clone(),
-            }
-            .into())
+    if let KernelStatus::Unavailable(reason) = ctx.kernel.status() {
+        return Err(ProfileError::NoKernel {
+            guest: guest.name.clone(),
+            profile: name.to_string(),
+            reason: reason.clone(),
         }
-    };
+        .into());
+    }
     let layout = &ctx.layout;
     let lock = store::lock(&layout.lock_dir, name)?;
     let files_path = layout.files_path(name);
@@ -668,7 +670,7 @@ fn append_file(
             }
         }
     }
-    let loaded = kernel::profile_mode(&fs, name).ok().flatten().is_some();
+    let loaded = ctx.kernel.profile_mode(name).ok().flatten().is_some();
     if !changed && loaded {
         return Ok(Outcome::AlreadyGranted);
     }
@@ -687,14 +689,14 @@ fn append_file(
         layout,
         &ctx.templates,
         &ctx.parser,
-        &fs,
+        ctx.kernel.as_ref(),
         &lock,
     )?))
 }
 
 /// `-a`: load the existing profile as it is.
 fn load(ctx: &Context, name: &str, path: &Path) -> Result<Outcome, HelperError> {
-    if let KernelStatus::Unavailable(reason) = &ctx.kernel {
+    if let KernelStatus::Unavailable(reason) = ctx.kernel.status() {
         return Err(HelperError::Load {
             profile: name.to_string(),
             source: ParserError::Rejected {
@@ -706,28 +708,37 @@ fn load(ctx: &Context, name: &str, path: &Path) -> Result<Outcome, HelperError> 
         });
     }
     let _lock = store::lock(&ctx.layout.lock_dir, name)?;
-    ctx.layout
-        .parser(&ctx.parser)
-        .replace(path)
-        .map_err(|source| HelperError::Load {
+    let mut txn = store::Txn::new();
+    install_profile(
+        ctx.kernel.as_ref(),
+        &ctx.layout.parser(&ctx.parser),
+        &mut txn,
+        name,
+        path,
+        &[],
+        LoadWhen::Always,
+    )
+    .map_err(|e| match e {
+        LoadError::Store(e) => HelperError::from(e),
+        LoadError::Parser(source) => HelperError::Load {
             profile: name.to_string(),
             source,
-        })?;
+        },
+    })?;
+    txn.commit();
     Ok(Outcome::Loaded)
 }
 
 /// `-R`: unload, keeping every file.
 fn unload(ctx: &Context, name: &str) -> Result<Outcome, HelperError> {
     let _lock = store::lock(&ctx.layout.lock_dir, name)?;
-    let unloaded = match &ctx.kernel {
-        KernelStatus::Available { fs } => {
-            kernel::remove_profile(fs, name).map_err(|source| ProfileError::Unload {
-                profile: name.to_string(),
-                source,
-            })?
-        }
-        KernelStatus::Unavailable(_) => false,
-    };
+    let unloaded = ctx
+        .kernel
+        .remove_profile(name)
+        .map_err(|source| ProfileError::Unload {
+            profile: name.to_string(),
+            source,
+        })?;
     Ok(Outcome::Removed(Removed {
         unloaded,
         files_removed: false,
