@@ -11,6 +11,8 @@ deps:
 
 build: deps
 	$(CARGO) build --release
+	# The shipped binary must not contain the test-only fake kernel.
+	scripts/check-no-fake-kernel.sh target/release/aa-virt
 
 demo: build
 	scripts/demo.sh

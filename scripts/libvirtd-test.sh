@@ -2,7 +2,7 @@
 # Drive a REAL libvirtd through aa-virt's qemu hook. Run by
 # tests/hook_libvirtd.rs as:
 #
-#   unshare --mount --propagation private scripts/libvirtd-test.sh AA_VIRT FAKE_PARSER FAKE_FS
+#   unshare --mount --propagation private scripts/libvirtd-test.sh AA_VIRT PARSER FAKE_FS
 #
 # In that private mount namespace /etc and /var/lib are overlays (so
 # `aa-virt install`, its manifest and the daemon's config changes never
@@ -16,8 +16,9 @@
 #    prepare/start/started/stopped/release/restore, with its real domain XML;
 #  - without AppArmor and fail = "closed", the start is refused and libvirt's
 #    error carries aa-virt's reason; with fail = "open" it starts, unconfined;
-#  - with a stand-in kernel (FAKE_FS: a securityfs-like dir with `profiles`
-#    and `.remove`; FAKE_PARSER: compiles with the real apparmor_parser, then
+#  - with a stand-in kernel (FAKE_FS: the securityfs-like dir of aa-virt's
+#    test-only fake kernel, which a test build of AA_VIRT finds by its marker
+#    file: a load compiles with PARSER, the real apparmor_parser, then
 #    records the profile as loaded), the hook writes the profile for the
 #    domain's real XML, it compiles, and stop unloads it and removes .files;
 #  - restore (a filter) gets the XML back unchanged and the guest comes back;
@@ -26,8 +27,8 @@
 # (integration-vms/suite/cases/20-libvirt-hook.sh does that).
 set -euo pipefail
 
-AA_VIRT=${1:?usage: libvirtd-test.sh AA_VIRT FAKE_PARSER FAKE_FS}
-FAKE_PARSER=${2:?}
+AA_VIRT=${1:?usage: libvirtd-test.sh AA_VIRT PARSER FAKE_FS}
+PARSER=${2:?}
 FAKE_FS=${3:?}
 
 pass=0
@@ -138,7 +139,7 @@ ok "fail open: guest started, unconfined, with the warning: $warn"
 # --- 3. stand-in kernel: profile for the real XML, compiled, then removed ----
 : > "$FAKE_FS/profiles"
 : > "$FAKE_FS/.remove"
-set_conf "securityfs = \"$FAKE_FS\"" "apparmor_parser = \"$FAKE_PARSER\""
+set_conf "securityfs = \"$FAKE_FS\"" "apparmor_parser = \"$PARSER\""
 virsh start "$NAME" >/dev/null || fail "guest did not start with the stand-in kernel"
 id=$(virsh domid "$NAME")
 files=/etc/apparmor.d/libvirt/$PROFILE.files
@@ -183,7 +184,7 @@ BAD_UUID=$(cat /proc/sys/kernel/random/uuid)
 tiny_domain "$BAD" "$BAD_UUID" /etc/shadow > "$W/bad.xml"
 virsh define "$W/bad.xml" >/dev/null || fail "virsh define (bad)"
 for mode in closed open; do
-    set_conf "fail = \"$mode\"" "securityfs = \"$FAKE_FS\"" "apparmor_parser = \"$FAKE_PARSER\""
+    set_conf "fail = \"$mode\"" "securityfs = \"$FAKE_FS\"" "apparmor_parser = \"$PARSER\""
     if err=$(virsh start "$BAD" 2>&1); then fail "fail $mode: a guest with /etc/shadow as its disk started"; fi
     grep -q "refusing /etc/shadow" <<<"$err" || fail "fail $mode: libvirt's error lacks aa-virt's reason: $err"
     [ ! -e "/etc/apparmor.d/libvirt/libvirt-$BAD_UUID" ] || fail "fail $mode: a refused guest got a profile"

@@ -25,13 +25,16 @@
 //! the other mode set up.
 
 pub mod divert;
+mod run;
+
+use run::Run;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::apparmor::{kernel, KernelStatus, Parser, ParserError};
+use crate::apparmor::{install_profile, Kernel, LoadError, LoadWhen, Parser, ParserError};
 use crate::config::{self, Config};
 use crate::policy::{self, Pattern, TemplateError, Templates};
 use crate::store::{StoreError, Txn};
@@ -327,238 +330,52 @@ impl Report {
 }
 
 /// Install (or bring up to date) everything the chosen mode needs, and
-/// undo what the other mode set up.
+/// undo what the other mode set up. Every step writes through one
+/// transaction: any failure restores every file.
 pub fn install(
     o: &Options,
     templates: &Templates,
     parser: &Parser,
-    kernel: &KernelStatus,
+    kernel: &dyn Kernel,
 ) -> Result<Report, InstallError> {
     let cfg_path = o.at(config::DEFAULT_PATH.trim_start_matches('/'));
     let cfg = Config::load(&cfg_path)?;
-    let old = load_manifest(o)?.unwrap_or_default();
-    let mut new = Manifest {
-        mode: o.mode,
-        ..Manifest::default()
-    };
-    let mut rep = Report::default();
+    let mut run = Run::start(o)?;
     let items = items(o, templates, &cfg)?;
     // Helper mode: whether libvirt's helper can be diverted, before any
     // file is written.
     let plan = match o.mode {
-        Mode::Helper => Some(divert::plan(o, old.diversion.as_ref())?),
+        Mode::Helper => Some(divert::plan(o, run.old.diversion.as_ref())?),
         Mode::Hook => None,
     };
-    let mut txn = Txn::new();
-    let mut touched_daemons = Vec::new();
-    let mut profile_changed = false;
+    run.write_files(items)?;
+    run.include_in_daemons()?;
+    create_cache_dir(o, &cfg)?;
+    run.prove_policy(parser, kernel)?;
+    let diverted_now = run.switch_helper(plan.as_ref())?;
+    run.write_manifest(diverted_now.as_ref())?;
+    Ok(run.finish())
+}
 
-    for it in items {
-        let shown = o.show(&it.path);
-        let want = it.content.as_bytes();
-        let recorded = old.files.get(&shown).cloned();
-        if o.mode == Mode::Helper && it.path == o.at(HOOK_PATH) {
-            drop_hook(&it.path, &shown, recorded, &mut txn, &mut new, &mut rep)?;
-            continue;
-        }
-        match read_opt(&it.path)? {
-            None => {
-                txn.create_once(&it.path, want, it.mode)?;
-                new.files.insert(shown.clone(), digest(want));
-                rep.say(true, format!("created   {shown}"));
-            }
-            Some(cur) if cur == want => {
-                // Recorded only when aa-virt put it there: a file that was
-                // already present (a package's copy, say) is not ours to
-                // remove on uninstall.
-                if let Some(h) = recorded {
-                    new.files.insert(shown.clone(), h);
-                    rep.say(false, format!("unchanged {shown}"));
-                } else {
-                    rep.say(
-                        false,
-                        format!("unchanged {shown} (already present; not aa-virt install's)"),
-                    );
-                }
-                continue;
-            }
-            Some(_) if it.create_only => {
-                if let Some(h) = recorded {
-                    new.files.insert(shown.clone(), h);
-                }
-                rep.say(false, format!("kept      {shown} (exists; yours to edit)"));
-                continue;
-            }
-            Some(cur) if recorded.as_deref() == Some(digest(&cur).as_str()) => {
-                txn.write_if_changed(&it.path, want, it.mode)?;
-                new.files.insert(shown.clone(), digest(want));
-                rep.say(true, format!("updated   {shown}"));
-            }
-            Some(_) => {
-                if let Some(h) = recorded {
-                    new.files.insert(shown.clone(), h);
-                }
-                rep.say(
-                    false,
-                    format!(
-                        "kept      {shown}: differs from what aa-virt installs and was edited (or not written by aa-virt); left alone"
-                    ),
-                );
-                continue;
-            }
-        }
-        if it.path == o.at(PROFILE_PATH) {
-            profile_changed = true;
-        }
-        for d in DAEMONS {
-            if it.path == o.at(&format!("etc/apparmor.d/local/{d}.aa-virt")) {
-                touched_daemons.push(*d);
-            }
-        }
-    }
-
-    // The include block in each daemon's local file.
-    for d in DAEMONS {
-        if !o.at(&format!("etc/apparmor.d/{d}")).exists() {
-            continue;
-        }
-        let local = o.at(&format!("etc/apparmor.d/local/{d}"));
-        let shown = o.show(&local);
-        let cur = read_opt(&local)?.unwrap_or_default();
-        let text = String::from_utf8_lossy(&cur).into_owned();
-        new.includes.push(shown.clone());
-        if text.contains(&block(d)) {
-            rep.say(
-                false,
-                format!("unchanged {shown} (includes local/{d}.aa-virt)"),
-            );
-            continue;
-        }
-        let mut t = text;
-        if !t.is_empty() && !t.ends_with('\n') {
-            t.push('\n');
-        }
-        t.push_str(&block(d));
-        txn.write_if_changed(&local, t.as_bytes(), 0o644)?;
-        rep.say(
-            true,
-            format!("updated   {shown} (includes local/{d}.aa-virt)"),
-        );
-        if !touched_daemons.contains(d) {
-            touched_daemons.push(*d);
-        }
-    }
-
-    std::fs::create_dir_all(o.at(cfg.cache_dir.to_string_lossy().trim_start_matches('/')))
-        .map_err(|source| InstallError::Read {
+/// The compiled-policy cache directory from the configuration.
+fn create_cache_dir(o: &Options, cfg: &Config) -> Result<(), InstallError> {
+    std::fs::create_dir_all(o.at(cfg.cache_dir.to_string_lossy().trim_start_matches('/'))).map_err(
+        |source| InstallError::Read {
             path: cfg.cache_dir.clone(),
             source,
-        })?;
+        },
+    )
+}
 
-    // Prove the policy: load it on a live host with AppArmor; otherwise
-    // compile it. Either failure restores every file.
-    let mut p = parser.clone();
-    if !o.is_live() {
-        p.includes.insert(0, o.at("etc/apparmor.d"));
-        p.includes.push(PathBuf::from("/etc/apparmor.d"));
+/// A failed load of `path`, as an install error naming it.
+fn load_error(o: &Options, path: &Path, e: LoadError) -> InstallError {
+    match e {
+        LoadError::Store(e) => e.into(),
+        LoadError::Parser(source) => InstallError::Policy {
+            what: o.show(path),
+            source,
+        },
     }
-    let mut targets = vec![(
-        PROFILE_NAME.to_string(),
-        o.at(PROFILE_PATH),
-        profile_changed,
-    )];
-    for d in DAEMONS {
-        if o.at(&format!("etc/apparmor.d/{d}")).exists() {
-            targets.push((
-                d.to_string(),
-                o.at(&format!("etc/apparmor.d/{d}")),
-                touched_daemons.contains(d),
-            ));
-        }
-    }
-    match (o.is_live(), kernel) {
-        (true, KernelStatus::Available { fs }) => {
-            let loaded = kernel::profile_mode(fs, PROFILE_NAME)
-                .ok()
-                .flatten()
-                .is_some();
-            for (what, path, changed) in &targets {
-                let need = *changed || (what == PROFILE_NAME && !loaded);
-                if !need {
-                    continue;
-                }
-                p.replace(path).map_err(|source| InstallError::Policy {
-                    what: o.show(path),
-                    source,
-                })?;
-                rep.say(true, format!("loaded    {} into the kernel", o.show(path)));
-            }
-        }
-        (live, k) => {
-            for (_, path, _) in &targets {
-                p.check(path).map_err(|source| InstallError::Policy {
-                    what: o.show(path),
-                    source,
-                })?;
-                rep.say(false, format!("compiles  {}", o.show(path)));
-            }
-            if live {
-                if let KernelStatus::Unavailable(r) = k {
-                    rep.say(
-                        false,
-                        format!("note: nothing loaded: {r}; with fail = \"closed\" (the default) the hook refuses to start guests on this host"),
-                    );
-                }
-            } else {
-                rep.say(false, "note: --root: nothing loaded into the kernel".into());
-            }
-        }
-    }
-
-    // The diversion (or its undoing) is the last step: the policy is in
-    // force, and if this fails every file is restored.
-    let mut helper_changed = false;
-    let mut diverted_now = None;
-    if let Some(plan) = &plan {
-        let (d, changed) = divert::apply(o, plan, &mut rep)?;
-        if changed {
-            diverted_now = Some(d.clone());
-        }
-        helper_changed = changed;
-        new.diversion = Some(d);
-    } else if let Some(d) = &old.diversion {
-        match divert::undo(o, d, &mut rep)? {
-            divert::Undo::Nothing => {}
-            divert::Undo::Done => helper_changed = true,
-            divert::Undo::Blocked => new.diversion = Some(d.clone()),
-        }
-    }
-
-    let written = serde_json::to_vec_pretty(&new)
-        .map_err(|e| InstallError::Manifest {
-            path: o.at(MANIFEST_PATH),
-            message: e.to_string(),
-        })
-        .and_then(|m| Ok(txn.write_if_changed(&o.at(MANIFEST_PATH), &m, 0o644)?));
-    if let Err(e) = written {
-        if let Some(d) = &diverted_now {
-            let _ = divert::undo(o, d, &mut Report::default());
-        }
-        return Err(e);
-    }
-    txn.commit();
-    if helper_changed
-        || rep
-            .lines
-            .iter()
-            .any(|l| l.starts_with("created") && l.contains("hooks/qemu.d"))
-    {
-        rep.say(
-            false,
-            "note: restart libvirtd (or virtqemud) so that it finds the new hook or helper".into(),
-        );
-    }
-    Ok(rep)
 }
 
 /// Remove what [`install`] added, keeping (and reporting) anything edited
@@ -567,7 +384,7 @@ pub fn uninstall(
     o: &Options,
     templates: &Templates,
     parser: &Parser,
-    kernel: &KernelStatus,
+    kernel: &dyn Kernel,
 ) -> Result<Report, InstallError> {
     let cfg_path = o.at(config::DEFAULT_PATH.trim_start_matches('/'));
     let cfg = Config::load(&cfg_path).unwrap_or_default();
@@ -659,21 +476,18 @@ pub fn uninstall(
     }
     txn.remove(&o.at(MANIFEST_PATH))?;
 
-    if o.is_live() {
-        if let KernelStatus::Available { fs } = kernel {
-            for d in &touched_daemons {
-                let path = o.at(&format!("etc/apparmor.d/{d}"));
-                parser
-                    .replace(&path)
-                    .map_err(|source| InstallError::Policy {
-                        what: o.show(&path),
-                        source,
-                    })?;
-                rep.say(true, format!("reloaded  {}", o.show(&path)));
-            }
-            if kernel::remove_profile(fs, PROFILE_NAME).map_err(InstallError::Unload)? {
-                rep.say(true, format!("unloaded  profile {PROFILE_NAME}"));
-            }
+    if o.is_live() && kernel.status().is_available() {
+        for d in &touched_daemons {
+            let path = o.at(&format!("etc/apparmor.d/{d}"));
+            install_profile(kernel, parser, &mut txn, d, &path, &[], LoadWhen::Always)
+                .map_err(|e| load_error(o, &path, e))?;
+            rep.say(true, format!("reloaded  {}", o.show(&path)));
+        }
+        if kernel
+            .remove_profile(PROFILE_NAME)
+            .map_err(InstallError::Unload)?
+        {
+            rep.say(true, format!("unloaded  profile {PROFILE_NAME}"));
         }
     }
     txn.commit();

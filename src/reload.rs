@@ -19,7 +19,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::apparmor::{kernel, KernelStatus, Parser, ParserError, SecurityfsError};
+use crate::apparmor::{
+    install_profile, Kernel, KernelStatus, LoadError, LoadWhen, Parser, ParserError,
+    SecurityfsError, SystemKernel,
+};
 use crate::guest::GuestKind;
 use crate::libvirt::{conn, naming};
 use crate::list::{self, ListError};
@@ -37,7 +40,7 @@ pub enum ReloadError {
     /// Guests could not be listed, or a GUEST matched none or several.
     #[error(transparent)]
     List(#[from] ListError),
-    /// The guest's lock could not be taken.
+    /// The guest's lock could not be taken (or its files not written).
     #[error("guest {guest} ({profile}): not reloaded: {source}")]
     Lock {
         /// Guest name.
@@ -222,10 +225,10 @@ fn select(
 /// Reload the loaded profiles of `guests` (all of aa-virt's when empty).
 pub fn reload(opts: &Options, guests: &[String]) -> Result<Report, ReloadError> {
     let root = &opts.list.root;
-    let fs = match root.kernel_status() {
-        KernelStatus::Available { fs } => fs,
-        KernelStatus::Unavailable(r) => return Err(ReloadError::NoKernel(r)),
-    };
+    let kernel = crate::apparmor::select(SystemKernel::at(root.clone()));
+    if let KernelStatus::Unavailable(r) = kernel.status() {
+        return Err(ReloadError::NoKernel(r.clone()));
+    }
     let loaded = root.profiles()?;
     let (all, listed) = targets(opts, &loaded)?;
     let mut report = Report {
@@ -264,7 +267,7 @@ pub fn reload(opts: &Options, guests: &[String]) -> Result<Report, ReloadError> 
         } else if opts.dry_run {
             Outcome::WouldReload
         } else {
-            replace(opts, &fs, t)
+            replace(opts, kernel.as_ref(), t)
         };
         report.done.push((t.clone(), outcome));
     }
@@ -273,7 +276,7 @@ pub fn reload(opts: &Options, guests: &[String]) -> Result<Report, ReloadError> 
 
 /// Replace one profile under the guest's lock, with the parser and cache
 /// the helper and hooks use for that kind of guest.
-fn replace(opts: &Options, fs: &std::path::Path, t: &Target) -> Outcome {
+fn replace(opts: &Options, kernel: &dyn Kernel, t: &Target) -> Outcome {
     let o = &opts.list;
     let (lock_dir, parser, hint) = match t.kind {
         GuestKind::Qemu => (
@@ -305,20 +308,29 @@ fn replace(opts: &Options, fs: &std::path::Path, t: &Target) -> Outcome {
         }
     };
     // A hook may have unloaded it (the guest stopped) while we waited.
-    if kernel::profile_mode(fs, &t.profile)
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        return Outcome::NotLoaded;
-    }
-    match parser.replace(&t.path) {
-        Ok(()) => Outcome::Reloaded,
-        Err(source) => Outcome::Failed(ReloadError::Replace {
+    let mut txn = crate::store::Txn::new();
+    let done = install_profile(
+        kernel,
+        &parser,
+        &mut txn,
+        &t.profile,
+        &t.path,
+        &[],
+        LoadWhen::IfLoaded,
+    );
+    match done {
+        Ok(d) if d.loaded => Outcome::Reloaded,
+        Ok(_) => Outcome::NotLoaded,
+        Err(LoadError::Parser(source)) => Outcome::Failed(ReloadError::Replace {
             guest: t.guest.clone(),
             path: t.path.clone(),
             hint,
             source: Box::new(source),
+        }),
+        Err(LoadError::Store(source)) => Outcome::Failed(ReloadError::Lock {
+            guest: t.guest.clone(),
+            profile: t.profile.clone(),
+            source,
         }),
     }
 }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aa_virt::apparmor::{KernelStatus, Parser};
+use aa_virt::apparmor::{KernelStatus, Parser, Root, SystemKernel};
 use aa_virt::libvirt::profile::{self, Layout};
 use aa_virt::libvirt::{parse, ReadOptions};
 use aa_virt::policy::Templates;
@@ -240,17 +240,22 @@ fn child_installer() {
     let mut parser = Parser::new();
     parser.bin = std::env::var_os("AA_VIRT_CRASH_PARSER")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("fake/apparmor_parser"));
-    let kernel = KernelStatus::Available {
-        fs: root.join("fake/securityfs"),
-    };
+        .unwrap_or(parser.bin);
+    // The test's fake kernel, found by its marker as the binary finds it.
+    let kernel = aa_virt::apparmor::select(SystemKernel::with_status(
+        KernelStatus::Available {
+            fs: root.join("fake/securityfs"),
+        },
+        Root::system(),
+    ));
     let layout = Layout::under(&root.join("sys"));
     let t = Templates::load(None).unwrap();
     let mut v = seed;
     std::fs::write(root.join(format!("ready.{seed}")), b"").unwrap();
     loop {
         let (g, r) = crash_render(v);
-        r.install(&g, &layout, &t, &parser, &kernel).unwrap();
+        r.install(&g, &layout, &t, &parser, kernel.as_ref())
+            .unwrap();
         v += 1;
     }
 }
@@ -293,7 +298,7 @@ fn sigkill_during_install_then_a_later_run_repairs() {
     // A later run with either version repairs everything.
     for (v, r) in [(1, &rb), (0, &ra)] {
         let (g, _) = crash_render(v);
-        r.install(&g, &layout, &t, &k.parser(), &k.status())
+        r.install(&g, &layout, &t, &k.parser(), k.kernel())
             .unwrap_or_else(|e| panic!("repair run: {e}"));
         assert_eq!(
             std::fs::read_to_string(layout.files_path(&r.name)).unwrap(),
@@ -332,7 +337,7 @@ fn a_kill_between_writing_and_loading_is_repaired_by_a_reload() {
     let t = Templates::load(None).unwrap();
     let (ga, ra) = crash_render(0);
     let (gb, rb) = crash_render(1);
-    ra.install(&ga, &layout, &t, &k.parser(), &k.status())
+    ra.install(&ga, &layout, &t, &k.parser(), k.kernel())
         .unwrap();
     assert_eq!(k.loaded_files(&ra.name).as_deref(), Some(ra.files.as_str()));
 
@@ -376,7 +381,7 @@ fn a_kill_between_writing_and_loading_is_repaired_by_a_reload() {
     assert_eq!(k.loaded_files(&ra.name).as_deref(), Some(ra.files.as_str()));
 
     let done = rb
-        .install(&gb, &layout, &t, &k.parser(), &k.status())
+        .install(&gb, &layout, &t, &k.parser(), k.kernel())
         .unwrap();
     assert!(
         done.loaded,
@@ -389,7 +394,7 @@ fn a_kill_between_writing_and_loading_is_repaired_by_a_reload() {
     );
     // And once repaired, an unchanged guest is not reloaded again.
     let again = rb
-        .install(&gb, &layout, &t, &k.parser(), &k.status())
+        .install(&gb, &layout, &t, &k.parser(), k.kernel())
         .unwrap();
     assert!(!again.loaded, "{again:?}");
     assert_eq!(temp_files(root.path()), Vec::<PathBuf>::new());

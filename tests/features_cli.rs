@@ -48,7 +48,7 @@ fn this_machine_reports_and_exits_zero() {
 #[test]
 fn json_from_a_fake_stacking_kernel() {
     let d = tempfile::tempdir().unwrap();
-    aa_virt::apparmor::securityfs::FakeTree::new(d.path()).unwrap();
+    aa_virt::apparmor::fake::FakeTree::new(d.path()).unwrap();
     aa_virt::apparmor::features::write_fake_features(d.path(), "1.2").unwrap();
     let (code, out) = run(Some(d.path()), &["--json", "--no-probe"]);
     assert_eq!(code, 0);

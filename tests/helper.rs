@@ -80,7 +80,6 @@ impl Host {
         let mut c = Command::new(exe);
         c.env("AA_VIRT_ROOT", self.root.path())
             .env("AA_VIRT_SYSROOT", self.sys.path())
-            .env("AA_VIRT_PARSER", &self.k.parser)
             .env("AA_VIRT_CONFIG", self.root.path().join("aa-virt.toml"))
             .env_remove("AA_VIRT_HELPER_STRICT_NAMES")
             .env_remove("AA_VIRT_TEMPLATES")

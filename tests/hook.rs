@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use aa_virt::apparmor::KernelStatus;
+use aa_virt::apparmor::Kernel;
 use aa_virt::config::{Config, FailMode};
 use aa_virt::libvirt::hook::Hook;
 use aa_virt::libvirt::profile::Layout;
@@ -49,7 +49,7 @@ impl Env {
     fn layout(&self) -> Layout {
         Layout::under(self.root.path())
     }
-    fn hook_with(&self, config: Config, kernel: KernelStatus) -> Hook {
+    fn hook_with(&self, config: Config, kernel: Box<dyn Kernel + Send + Sync>) -> Hook {
         let templates = Templates::load(None)
             .unwrap()
             .with_includes(config.abstractions.clone());
@@ -67,7 +67,7 @@ impl Env {
         }
     }
     fn hook(&self) -> Hook {
-        self.hook_with(Config::default(), self.k.status())
+        self.hook_with(Config::default(), self.k.boxed())
     }
     fn profile(&self) -> std::path::PathBuf {
         self.layout().profile_path(&format!("libvirt-{UUID}"))
@@ -168,7 +168,7 @@ fn keep_files_keeps_the_rules_after_stop() {
         keep_files: true,
         ..Config::default()
     };
-    let h = e.hook_with(cfg, e.k.status());
+    let h = e.hook_with(cfg, e.k.boxed());
     let x = xml("/srv/vm/a.img");
     h.run("qemu", &args("prepare"), &x).unwrap();
     std::fs::write(e.k.fs.join(".remove"), "").unwrap();
@@ -271,7 +271,7 @@ fn a_restricted_disk_stops_the_start_even_when_failing_open() {
                 fail,
                 ..Config::default()
             },
-            e.k.status(),
+            e.k.boxed(),
         );
         let err = h
             .run("qemu", &args("prepare"), &xml("/etc/shadow"))
@@ -310,7 +310,7 @@ fn a_failed_load_leaves_nothing_half_written() {
             fail: FailMode::Open,
             ..Config::default()
         },
-        e.k.status(),
+        e.k.boxed(),
     );
     let out = h
         .run("qemu", &args("prepare"), &xml("/srv/vm/x.img"))
@@ -326,8 +326,8 @@ fn a_failed_load_leaves_nothing_half_written() {
 #[test]
 fn without_apparmor_the_hook_refuses_or_warns_but_never_pretends() {
     let e = Env::new();
-    let none = KernelStatus::Unavailable("this kernel has no AppArmor support".into());
-    let h = e.hook_with(Config::default(), none.clone());
+    let none = || Box::new(common::no_kernel("this kernel has no AppArmor support"));
+    let h = e.hook_with(Config::default(), none());
     let err = h
         .run("qemu", &args("prepare"), &xml("/srv/vm/x.img"))
         .unwrap_err()
@@ -343,7 +343,7 @@ fn without_apparmor_the_hook_refuses_or_warns_but_never_pretends() {
             fail: FailMode::Open,
             ..Config::default()
         },
-        none,
+        none(),
     );
     let out = h
         .run("qemu", &args("restore"), &xml("/srv/vm/x.img"))
@@ -370,7 +370,7 @@ fn complain_mode_and_extra_abstractions_come_from_the_config() {
         abstractions: vec!["abstractions/site-qemu".into()],
         ..Config::default()
     };
-    let h = e.hook_with(cfg, e.k.status());
+    let h = e.hook_with(cfg, e.k.boxed());
     let out = h
         .run("qemu", &args("prepare"), &xml("/srv/vm/c.img"))
         .unwrap();

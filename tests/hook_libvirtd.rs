@@ -31,6 +31,6 @@ fn the_hook_under_a_real_libvirtd() {
     eprintln!("{err}");
     assert!(o.status.success(), "libvirtd-test.sh failed:\n{out}\n{err}");
     assert!(out.contains("libvirtd-test: 8 passed"), "{out}");
-    // The stand-in kernel's parser really ran (compile + record) for the guest.
+    // The stand-in kernel really loaded (compile + record) for the guest.
     assert!(k.runs() >= 2, "parser ran {} times", k.runs());
 }

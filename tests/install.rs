@@ -4,7 +4,6 @@
 
 mod common;
 
-use aa_virt::apparmor::KernelStatus;
 use aa_virt::libvirt::profile::{self, Layout};
 use aa_virt::libvirt::{parse, ReadOptions};
 use aa_virt::policy::Templates;
@@ -34,9 +33,7 @@ fn install_is_idempotent_and_rolls_back_failed_loads() {
     let layout = Layout::under(root.path());
     let (g, r, t) = render("a.img");
 
-    let first = r
-        .install(&g, &layout, &t, &k.parser(), &k.status())
-        .unwrap();
+    let first = r.install(&g, &layout, &t, &k.parser(), k.kernel()).unwrap();
     assert!(first.created_profile && first.files_changed && first.loaded);
     let files = std::fs::read_to_string(layout.files_path(&r.name)).unwrap();
     assert!(
@@ -50,9 +47,7 @@ fn install_is_idempotent_and_rolls_back_failed_loads() {
     assert_eq!(k.runs(), 1);
 
     // Same guest again: nothing written, nothing recompiled.
-    let again = r
-        .install(&g, &layout, &t, &k.parser(), &k.status())
-        .unwrap();
+    let again = r.install(&g, &layout, &t, &k.parser(), k.kernel()).unwrap();
     assert_eq!(
         (again.created_profile, again.files_changed, again.loaded),
         (false, false, false)
@@ -68,7 +63,7 @@ fn install_is_idempotent_and_rolls_back_failed_loads() {
     let (g2, r2, _) = render("b.img");
     k.fail_loads(true);
     let e = r2
-        .install(&g2, &layout, &t, &k.parser(), &k.status())
+        .install(&g2, &layout, &t, &k.parser(), k.kernel())
         .unwrap_err()
         .to_string();
     assert!(
@@ -83,7 +78,7 @@ fn install_is_idempotent_and_rolls_back_failed_loads() {
 
     k.fail_loads(false);
     let ok = r2
-        .install(&g2, &layout, &t, &k.parser(), &k.status())
+        .install(&g2, &layout, &t, &k.parser(), k.kernel())
         .unwrap();
     assert!(ok.files_changed && ok.loaded && !ok.created_profile);
     assert_eq!(std::fs::read_to_string(&pp).unwrap(), edited);
@@ -102,9 +97,7 @@ fn a_failed_first_load_leaves_nothing_behind() {
     let layout = Layout::under(root.path());
     let (g, r, t) = render("c.img");
     k.fail_loads(true);
-    assert!(r
-        .install(&g, &layout, &t, &k.parser(), &k.status())
-        .is_err());
+    assert!(r.install(&g, &layout, &t, &k.parser(), k.kernel()).is_err());
     assert!(!layout.profile_path(&r.name).exists());
     assert!(!layout.files_path(&r.name).exists());
 }
@@ -114,7 +107,7 @@ fn without_a_kernel_nothing_is_written() {
     let root = tempfile::tempdir().unwrap();
     let layout = Layout::under(root.path());
     let (g, r, t) = render("d.img");
-    let k = KernelStatus::Unavailable("no AppArmor here".into());
+    let k = common::no_kernel("no AppArmor here");
     let e = r
         .install(&g, &layout, &t, &aa_virt::apparmor::Parser::new(), &k)
         .unwrap_err()
@@ -129,11 +122,10 @@ fn uninstall_unloads_and_removes_generated_files() {
     let root = tempfile::tempdir().unwrap();
     let layout = Layout::under(root.path());
     let (g, r, t) = render("e.img");
-    r.install(&g, &layout, &t, &k.parser(), &k.status())
-        .unwrap();
+    r.install(&g, &layout, &t, &k.parser(), k.kernel()).unwrap();
     // The fake securityfs has no real .remove; make one that records writes.
     std::fs::write(k.fs.join(".remove"), "").unwrap();
-    let gone = profile::uninstall(&layout, &r.name, &k.status(), false).unwrap();
+    let gone = profile::uninstall(&layout, &r.name, k.kernel(), false).unwrap();
     assert!(gone.unloaded && gone.files_removed && !gone.profile_removed);
     assert_eq!(
         std::fs::read_to_string(k.fs.join(".remove")).unwrap(),
@@ -141,13 +133,7 @@ fn uninstall_unloads_and_removes_generated_files() {
     );
     assert!(layout.profile_path(&r.name).exists());
     // Twice is fine.
-    let again = profile::uninstall(
-        &layout,
-        &r.name,
-        &KernelStatus::Unavailable("x".into()),
-        true,
-    )
-    .unwrap();
+    let again = profile::uninstall(&layout, &r.name, &common::no_kernel("x"), true).unwrap();
     assert!(!again.files_removed && again.profile_removed);
 }
 
@@ -189,7 +175,7 @@ fn gl_guests_include_the_gl_abstraction_and_it_is_compiled() {
     let k = common::FakeKernel::new();
     let root = tempfile::tempdir().unwrap();
     let layout = Layout::under(root.path());
-    rg.install(&gl, &layout, &t, &k.parser(), &k.status())
+    rg.install(&gl, &layout, &t, &k.parser(), k.kernel())
         .unwrap();
     assert_eq!(
         std::fs::read_to_string(layout.apparmor_dir.join("abstractions/aa-virt-qemu-gl")).unwrap(),
@@ -204,8 +190,7 @@ fn a_guest_gets_only_the_abstractions_it_includes_written() {
     let layout = Layout::under(root.path());
     let (g, r, t) = render("a.img");
     assert_eq!(r.abstractions(), vec!["abstractions/aa-virt-qemu"]);
-    r.install(&g, &layout, &t, &k.parser(), &k.status())
-        .unwrap();
+    r.install(&g, &layout, &t, &k.parser(), k.kernel()).unwrap();
     let abs = layout.apparmor_dir.join("abstractions");
     assert!(abs.join("aa-virt-qemu").exists());
     assert!(!abs.join("aa-virt-qemu-gl").exists());

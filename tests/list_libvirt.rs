@@ -8,7 +8,7 @@ mod list_common;
 
 use std::path::{Path, PathBuf};
 
-use aa_virt::apparmor::securityfs::FakeTree;
+use aa_virt::apparmor::fake::FakeTree;
 use aa_virt::libvirt::conn::Conn;
 use list_common::*;
 use serde_json::Value;

@@ -8,7 +8,7 @@ mod list_common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aa_virt::apparmor::securityfs::FakeTree;
+use aa_virt::apparmor::fake::FakeTree;
 use aa_virt::apparmor::ContainerMode;
 use aa_virt::lxc::naming::Names;
 use list_common::*;

@@ -1,6 +1,6 @@
 //! `aa-virt reload` against a profile tree in a temp dir (`AA_VIRT_ROOT`)
-//! and a fake kernel (`AA_VIRT_SYSROOT`, `AA_VIRT_PARSER`): its securityfs
-//! says which profiles are loaded, and its parser wrapper compiles every
+//! and a fake kernel (`AA_VIRT_SYSROOT`, found there by its marker): its securityfs
+//! says which profiles are loaded, and its loads compile every
 //! replaced profile with the real apparmor_parser and records the load. The
 //! guest names come from libvirt's in-process test driver
 //! (`test:///default` has one running domain, `test`).
@@ -55,13 +55,7 @@ impl Env {
             .unwrap();
             profile::render(&guest, &templates, false)
                 .unwrap()
-                .install(
-                    &guest,
-                    &e.layout(),
-                    &templates,
-                    &e.k.parser(),
-                    &e.k.status(),
-                )
+                .install(&guest, &e.layout(), &templates, &e.k.parser(), e.k.kernel())
                 .unwrap();
         }
         // C is not loaded (its guest is shut off); forget what install ran.
@@ -78,7 +72,7 @@ impl Env {
     }
 
     fn forget_loads(&self) {
-        let _ = std::fs::remove_file(&self.k.log);
+        self.k.clear_calls();
         for u in [TEST_UUID, B_UUID, C_UUID] {
             let _ =
                 std::fs::remove_file(self.k.fs.join(format!("loaded.{}.files", profile_name(u))));
@@ -100,7 +94,6 @@ impl Env {
             .args(args)
             .env("AA_VIRT_ROOT", self.root.path())
             .env("AA_VIRT_SYSROOT", self.k.sysroot())
-            .env("AA_VIRT_PARSER", &self.k.parser)
             .env("AA_VIRT_CONFIG", self.root.path().join("no-config.toml"))
             .env_remove("AA_VIRT_LOG")
             .env_remove("LIBVIRT_DEFAULT_URI")
@@ -112,14 +105,9 @@ impl Env {
         self.cmd(args).output().unwrap()
     }
 
-    /// The profile files the wrapper was asked to `--replace`, in order.
+    /// The profile files the fake kernel was asked to load, in order.
     fn replaced(&self) -> Vec<PathBuf> {
-        std::fs::read_to_string(&self.k.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("--replace"))
-            .map(|l| PathBuf::from(l.rsplit(' ').next().unwrap()))
-            .collect()
+        self.k.replaced()
     }
 
     /// The profiles whose generated rules the (fake) kernel was given.
@@ -190,7 +178,7 @@ fn reloads_exactly_the_loaded_guests_from_their_files() {
     );
     assert!(!err.contains(&profile_name(C_UUID)), "{err}");
     // Same cache as the hook and helper; under the same locks.
-    let log = std::fs::read_to_string(&e.k.log).unwrap();
+    let log = e.k.calls().join("\n");
     let cache = e.layout().cache_dir;
     assert!(
         log.lines()
@@ -397,7 +385,7 @@ fn reloads_an_lxc_container_with_its_own_cache_and_lock() {
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert_eq!(e.replaced(), vec![file.clone()], "{err}");
     assert!(err.contains("guest ct1: reloaded"), "{err}");
-    let log = std::fs::read_to_string(&e.k.log).unwrap();
+    let log = e.k.calls().join("\n");
     assert!(
         log.contains(&format!("--cache-loc {}", lxc_layout.cache_dir.display())),
         "{log}"

@@ -5,8 +5,6 @@
 //! The kernel side is read below a [`Root`] so unit tests run against a
 //! fake securityfs tree; the parser side runs the real `apparmor_parser`.
 
-use std::path::Path;
-
 use serde::Serialize;
 
 use super::parser::{Parser, ParserError};
@@ -296,10 +294,11 @@ impl Features {
     }
 }
 
-/// Add to a [`FakeTree`](super::securityfs::FakeTree) at `dir` the feature
+/// Add to a [`FakeTree`](super::fake::FakeTree) at `dir` the feature
 /// files of a kernel that can confine stacked containers: `domain/stack`,
 /// `domain/version` (as given), `mount/mask` and `namespaces/` (tests).
-pub fn write_fake_features(dir: &Path, domain_version: &str) -> std::io::Result<()> {
+#[cfg(any(test, feature = "test-util"))]
+pub fn write_fake_features(dir: &std::path::Path, domain_version: &str) -> std::io::Result<()> {
     let f = Root::new(dir).apparmor_dir().join("features");
     std::fs::create_dir_all(f.join("domain"))?;
     std::fs::create_dir_all(f.join("mount"))?;
@@ -313,9 +312,9 @@ pub fn write_fake_features(dir: &Path, domain_version: &str) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apparmor::securityfs::FakeTree;
+    use crate::apparmor::fake::FakeTree;
 
-    fn fake(dir: &Path, version: &str) {
+    fn fake(dir: &std::path::Path, version: &str) {
         FakeTree::new(dir).unwrap();
         write_fake_features(dir, version).unwrap();
     }

@@ -1,15 +1,138 @@
-//! What aa-virt asks of the kernel's AppArmor beyond reading securityfs:
-//! the mode of a loaded profile, and unloading one. Builds on
-//! [`super::securityfs`], never the other way round.
+//! The one boundary between aa-virt and the kernel's AppArmor: the
+//! [`Kernel`] trait (is a profile loaded and in which mode, load or replace,
+//! unload, make and remove a policy namespace, read a task's label), its
+//! system implementation [`SystemKernel`], and [`select`], which picks it.
+//! Tests get a recording fake (`apparmor::fake`, only with the `test-util`
+//! feature, never in a release build). Builds on [`super::securityfs`],
+//! never the other way round.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::securityfs::split_mode;
+use super::label::{process_label, Label, LabelError};
+use super::parser::{Parser, ParserError};
+use super::securityfs::{split_mode, KernelStatus, Root, SecurityfsError};
+
+/// What aa-virt asks of the kernel. Every load, unload and namespace change
+/// goes through here, so tests can stand in for the kernel.
+pub trait Kernel: std::fmt::Debug {
+    /// Can policy be loaded at all, and if not, why.
+    fn status(&self) -> &KernelStatus;
+    /// The mode (`enforce`, `complain`, ...) of loaded profile `name` in the
+    /// caller's namespace, or `None` when it is not loaded (or AppArmor is
+    /// not there).
+    fn profile_mode(&self, name: &str) -> std::io::Result<Option<String>>;
+    /// Load or replace profile `name`, compiled by `parser` from the file
+    /// `profile`.
+    fn replace(&self, parser: &Parser, name: &str, profile: &Path) -> Result<(), ParserError>;
+    /// Unload profile `name`; `false` when it was not loaded.
+    fn remove_profile(&self, name: &str) -> std::io::Result<bool>;
+    /// Make policy namespace `ns`; `false` when it was already there.
+    fn create_namespace(&self, ns: &str) -> Result<bool, SecurityfsError>;
+    /// Remove policy namespace `ns` with every profile in it; `false` when
+    /// it was not there.
+    fn remove_namespace(&self, ns: &str) -> Result<bool, SecurityfsError>;
+    /// The current label of task `pid`.
+    fn task_label(&self, pid: u32) -> Result<Label, LabelError>;
+}
+
+/// The running kernel (or, for tests, a directory tree laid out like it,
+/// see [`Root`]): securityfs for modes, unloads and namespaces,
+/// `apparmor_parser` for loads, procfs for labels.
+#[derive(Debug, Clone)]
+pub struct SystemKernel {
+    status: KernelStatus,
+    /// securityfs's AppArmor directory, when there is one to read.
+    fs: Option<PathBuf>,
+    root: Root,
+}
+
+impl SystemKernel {
+    /// The kernel below `root`: its status is probed there, and securityfs
+    /// is `root`'s even when the probe says AppArmor is missing (reads then
+    /// simply find nothing).
+    pub fn at(root: Root) -> SystemKernel {
+        SystemKernel {
+            status: root.kernel_status(),
+            fs: Some(root.apparmor_dir()),
+            root,
+        }
+    }
+
+    /// A kernel whose status is already known (probed, or given by the
+    /// configuration's `securityfs`): securityfs is the directory in
+    /// `status`, none when AppArmor is unavailable. Namespaces and labels
+    /// are read below `root`.
+    pub fn with_status(status: KernelStatus, root: Root) -> SystemKernel {
+        let fs = match &status {
+            KernelStatus::Available { fs } => Some(fs.clone()),
+            KernelStatus::Unavailable(_) => None,
+        };
+        SystemKernel { status, fs, root }
+    }
+
+    /// The securityfs directory this kernel reads and writes, if any.
+    pub fn securityfs(&self) -> Option<&Path> {
+        self.fs.as_deref()
+    }
+
+    /// The root namespaces and task labels are read below.
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+}
+
+impl Kernel for SystemKernel {
+    fn status(&self) -> &KernelStatus {
+        &self.status
+    }
+
+    fn profile_mode(&self, name: &str) -> std::io::Result<Option<String>> {
+        match &self.fs {
+            Some(fs) => profile_mode(fs, name),
+            None => Ok(None),
+        }
+    }
+
+    fn replace(&self, parser: &Parser, _name: &str, profile: &Path) -> Result<(), ParserError> {
+        parser.replace(profile)
+    }
+
+    fn remove_profile(&self, name: &str) -> std::io::Result<bool> {
+        match &self.fs {
+            Some(fs) => remove_profile(fs, name),
+            None => Ok(false),
+        }
+    }
+
+    fn create_namespace(&self, ns: &str) -> Result<bool, SecurityfsError> {
+        self.root.create_namespace(ns)
+    }
+
+    fn remove_namespace(&self, ns: &str) -> Result<bool, SecurityfsError> {
+        self.root.remove_namespace(ns)
+    }
+
+    fn task_label(&self, pid: u32) -> Result<Label, LabelError> {
+        process_label(&self.root, pid)
+    }
+}
+
+/// The kernel aa-virt talks to: `system` itself. A build with the
+/// `test-util` feature (tests only; a release build has no such code)
+/// answers with the recording fake instead when `system`'s securityfs
+/// directory holds the fake's marker file, which a real securityfs cannot.
+pub fn select(system: SystemKernel) -> Box<dyn Kernel + Send + Sync> {
+    #[cfg(any(test, feature = "test-util"))]
+    if let Some(fake) = super::fake::FakeKernel::detect(&system) {
+        return Box::new(fake);
+    }
+    Box::new(system)
+}
 
 /// The mode (`enforce`, `complain`, ...) of a loaded profile in the caller's
-/// namespace, from securityfs `profiles` (`name (mode)` per line), or `None`
+/// namespace, read from the securityfs directory `fs`'s `profiles` (`name (mode)` per line), or `None`
 /// when it is not loaded.
-pub fn profile_mode(fs: &Path, name: &str) -> std::io::Result<Option<String>> {
+fn profile_mode(fs: &Path, name: &str) -> std::io::Result<Option<String>> {
     let text = std::fs::read_to_string(fs.join("profiles"))?;
     Ok(text.lines().find_map(|l| {
         let (n, mode) = split_mode(l)?;
@@ -19,7 +142,7 @@ pub fn profile_mode(fs: &Path, name: &str) -> std::io::Result<Option<String>> {
 
 /// Unload a profile by name through securityfs `.remove`. A profile that
 /// is not loaded is not an error.
-pub fn remove_profile(fs: &Path, name: &str) -> std::io::Result<bool> {
+fn remove_profile(fs: &Path, name: &str) -> std::io::Result<bool> {
     if profile_mode(fs, name)?.is_none() {
         return Ok(false);
     }

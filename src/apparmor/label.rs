@@ -360,7 +360,7 @@ pub fn stack_onexec(label: &str) -> Result<(), LabelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apparmor::securityfs::FakeTree;
+    use crate::apparmor::fake::FakeTree;
 
     #[test]
     fn parses_the_kernel_forms() {

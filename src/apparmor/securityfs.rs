@@ -10,7 +10,7 @@
 //!
 //! Everything is read below a [`Root`], which is `/` on a real system and a
 //! directory tree in tests (the files there mirror the kernel's formats
-//! exactly; [`FakeTree`] writes them).
+//! exactly; `apparmor::fake::FakeTree` writes them in tests).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -578,112 +578,10 @@ fn profile_dirs_matching(
     Ok(out)
 }
 
-/// Writes a securityfs + procfs tree in the kernel's exact formats under a
-/// directory, for tests of everything that reads a [`Root`].
-#[derive(Debug)]
-pub struct FakeTree {
-    root: PathBuf,
-    profiles: Vec<String>,
-    next_id: u32,
-}
-
-impl FakeTree {
-    /// A tree at `root` with AppArmor enabled and nothing loaded.
-    pub fn new(root: &Path) -> std::io::Result<FakeTree> {
-        let t = FakeTree {
-            root: root.to_path_buf(),
-            profiles: Vec::new(),
-            next_id: 1,
-        };
-        let aa = t.aa();
-        std::fs::create_dir_all(root.join("sys/module/apparmor/parameters"))?;
-        std::fs::write(root.join("sys/module/apparmor/parameters/enabled"), "Y\n")?;
-        std::fs::create_dir_all(aa.join("policy/profiles"))?;
-        std::fs::create_dir_all(aa.join("policy/namespaces"))?;
-        std::fs::write(aa.join(".ns_stacked"), "no\n")?;
-        std::fs::write(aa.join(".ns_name"), "root\n")?;
-        std::fs::write(aa.join(".ns_level"), "0\n")?;
-        t.flush()?;
-        Ok(t)
-    }
-
-    fn aa(&self) -> PathBuf {
-        self.root.join("sys/kernel/security/apparmor")
-    }
-
-    fn flush(&self) -> std::io::Result<()> {
-        let mut s = String::new();
-        for l in &self.profiles {
-            s.push_str(l);
-            s.push('\n');
-        }
-        std::fs::write(self.aa().join("profiles"), s)
-    }
-
-    fn profile_dir(&mut self, parent: &Path, name: &str, mode: &str) -> std::io::Result<()> {
-        let d = parent.join(format!("{}.{}", mangle(name), self.next_id));
-        self.next_id += 1;
-        std::fs::create_dir_all(&d)?;
-        std::fs::write(d.join("name"), format!("{name}\n"))?;
-        std::fs::write(d.join("mode"), format!("{mode}\n"))?;
-        std::fs::write(d.join("attach"), format!("{name}\n"))?;
-        Ok(())
-    }
-
-    /// Load profile `name` in the root namespace with `mode`.
-    pub fn load(&mut self, name: &str, mode: &str) -> std::io::Result<&mut Self> {
-        self.profiles.push(format!("{name} ({mode})"));
-        let dir = self.aa().join("policy/profiles");
-        self.profile_dir(&dir, name, mode)?;
-        self.flush()?;
-        Ok(self)
-    }
-
-    /// Create policy namespace `ns` (like `mkdir policy/namespaces/<ns>`).
-    pub fn namespace(&mut self, ns: &str) -> std::io::Result<&mut Self> {
-        let d = self.aa().join("policy/namespaces").join(ns);
-        std::fs::create_dir_all(d.join("profiles"))?;
-        std::fs::create_dir_all(d.join("namespaces"))?;
-        Ok(self)
-    }
-
-    /// Load profile `name` inside namespace `ns` (created if missing).
-    pub fn load_in(&mut self, ns: &str, name: &str, mode: &str) -> std::io::Result<&mut Self> {
-        self.namespace(ns)?;
-        self.profiles.push(format!(":{ns}:{name} ({mode})"));
-        let dir = self
-            .aa()
-            .join("policy/namespaces")
-            .join(ns)
-            .join("profiles");
-        self.profile_dir(&dir, name, mode)?;
-        self.flush()?;
-        Ok(self)
-    }
-
-    /// A process `pid` whose label reads `label` (e.g. `unconfined` or
-    /// `libvirt-<uuid> (enforce)`), in `attr/apparmor/current` and, like
-    /// the kernel when AppArmor is the displayed LSM, `attr/current`.
-    pub fn process(&mut self, pid: u32, label: &str) -> std::io::Result<&mut Self> {
-        let d = self.root.join("proc").join(pid.to_string()).join("attr");
-        std::fs::create_dir_all(d.join("apparmor"))?;
-        std::fs::write(d.join("apparmor/current"), format!("{label}\n"))?;
-        std::fs::write(d.join("current"), format!("{label}\n"))?;
-        Ok(self)
-    }
-
-    /// A process with only the legacy `attr/current` (older kernels).
-    pub fn legacy_process(&mut self, pid: u32, label: &str) -> std::io::Result<&mut Self> {
-        let d = self.root.join("proc").join(pid.to_string()).join("attr");
-        std::fs::create_dir_all(&d)?;
-        std::fs::write(d.join("current"), format!("{label}\n"))?;
-        Ok(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apparmor::fake::FakeTree;
 
     #[test]
     fn splits_mode_and_namespace() {

@@ -474,11 +474,13 @@ fn cmd_install(
         mode,
     };
     let templates = Templates::load(g.templates.as_deref())?;
-    let kernel = aa_virt::apparmor::status();
+    let kernel = aa_virt::apparmor::select(aa_virt::apparmor::SystemKernel::at(
+        aa_virt::apparmor::Root::system(),
+    ));
     let rep = if remove {
-        install::uninstall(&o, &templates, &Parser::new(), &kernel)?
+        install::uninstall(&o, &templates, &Parser::new(), kernel.as_ref())?
     } else {
-        install::install(&o, &templates, &Parser::new(), &kernel)?
+        install::install(&o, &templates, &Parser::new(), kernel.as_ref())?
     };
     for l in &rep.lines {
         println!("{l}");

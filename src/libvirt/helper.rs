@@ -29,9 +29,13 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
+use super::helper_args::{parse_args, usage, Args, Extra, Mode, UsageError};
 use super::profile::{self, Installed, Layout, ProfileError, Removed, Rendered};
 use super::{DomainError, ReadOptions};
-use crate::apparmor::{kernel, KernelStatus, Parser, ParserError};
+use crate::apparmor::{
+    install_profile, select, Kernel, KernelStatus, LoadError, LoadWhen, Parser, ParserError, Root,
+    SystemKernel,
+};
 use crate::config::{Config, ConfigError};
 use crate::guest::{Access, Guest, Resource};
 use crate::policy::escape::display_path;
@@ -46,51 +50,12 @@ const EXTRA_ORIGIN: &str = "added by libvirt";
 /// Characters the reference refuses in guest names (strict mode only).
 const STRICT_NAME_CHARS: &str = "/[]{}?^,\"*";
 
-/// What the helper was asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// `-a`: load an existing profile.
-    Add,
-    /// `-c`: create the profile, write its rules, load it.
-    Create,
-    /// `-r`: rewrite the rules and replace the loaded profile.
-    Replace,
-    /// `-R`: unload the profile.
-    Remove,
-    /// `-D`: unload the profile and delete its generated rules.
-    Delete,
-}
-
-/// A file libvirt asks to add.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Extra {
-    /// `-f FILE`: regenerate from the XML, plus this file.
-    Add(PathBuf),
-    /// `-F FILE`: append this file to the existing rules.
-    Append(PathBuf),
-}
-
-/// The parsed command line.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Args {
-    /// The mode; the last one given wins, as with the reference.
-    pub mode: Option<Mode>,
-    /// `-d`/`--dryrun`: print, write nothing, load nothing.
-    pub dryrun: bool,
-    /// `-u`: the profile name, `libvirt-<uuid>`.
-    pub uuid: Option<String>,
-    /// `-f`/`-F`: the last one given.
-    pub extra: Option<Extra>,
-    /// `-h`/`--help`.
-    pub help: bool,
-}
-
 /// Helper errors. All of them exit with status 1, as the reference does.
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
     /// A bad command line.
     #[error("{0} (see -h)")]
-    Usage(String),
+    Usage(#[from] UsageError),
     /// No `-u` where one is needed.
     #[error("-u libvirt-<uuid> is required with -a, -c, -r, -R and -D")]
     MissingUuid,
@@ -167,8 +132,8 @@ pub struct Context {
     pub layout: Layout,
     /// The parser.
     pub parser: Parser,
-    /// What the kernel offers.
-    pub kernel: KernelStatus,
+    /// The kernel.
+    pub kernel: Box<dyn Kernel + Send + Sync>,
     /// The templates.
     pub templates: Templates,
     /// Refuse guest names the reference refuses.
@@ -202,10 +167,12 @@ impl Context {
             },
         };
         let sysroot = nonempty(crate::apparmor::SYSROOT_ENV);
-        let kernel = match &sysroot {
+        let status = match &sysroot {
             Some(r) => crate::apparmor::securityfs::status_at(r),
             None => config.kernel_status(),
         };
+        let root = sysroot.as_deref().map_or_else(Root::system, Root::new);
+        let kernel = select(SystemKernel::with_status(status, root));
         let dir = config
             .templates
             .clone()
@@ -245,124 +212,6 @@ pub enum Outcome {
     Removed(Removed),
 }
 
-/// The usage text.
-pub fn usage(prog: &str) -> String {
-    format!(
-        "\
-Usage: {prog} MODE [OPTIONS] [< domain.xml]
-
-aa-virt's implementation of libvirt's virt-aa-helper command line: libvirt's
-AppArmor driver runs it with the domain XML on standard input.
-
-Modes:
-  -a, --add              load the guest's existing profile
-  -c, --create           create the profile, write its rules, load it
-  -r, --replace          rewrite the rules from the XML, replace the profile
-  -R, --remove           unload the profile
-  -D, --delete           unload the profile and delete its generated rules
-Options:
-  -u, --uuid NAME        the profile, libvirt-<uuid> (must match the XML)
-  -d, --dryrun           print the rules; write and load nothing
-  -f, --add-file FILE    with -r: regenerate from the XML, plus FILE (rwk)
-  -F, --append-file FILE with -r: add FILE (rwk) to the current rules; a file
-                         already granted changes nothing. DIR/{{,**}} grants
-                         the directory tree.
-  -h, --help             this help
-
-Exit status: 0 on success, 1 on any error.
-"
-    )
-}
-
-/// Parse the helper's command line (without the program name), getopt
-/// style: clustered short options, `-uVALUE`, `--uuid=VALUE`, `--`.
-pub fn parse_args<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Args, HelperError> {
-    let mut a = Args::default();
-    let mut it = argv.into_iter();
-    let usage = |m: String| Err(HelperError::Usage(m));
-    while let Some(arg) = it.next() {
-        let bytes = arg.as_bytes();
-        if bytes == b"--" {
-            if let Some(extra) = it.next() {
-                return usage(format!("unexpected argument {:?}", extra));
-            }
-            break;
-        }
-        if let Some(long) = bytes.strip_prefix(b"--") {
-            let (name, inline) = match long.iter().position(|&b| b == b'=') {
-                Some(i) => (
-                    &long[..i],
-                    Some(OsString::from(std::ffi::OsStr::from_bytes(&long[i + 1..]))),
-                ),
-                None => (long, None),
-            };
-            let name = String::from_utf8_lossy(name).into_owned();
-            let takes = matches!(name.as_str(), "uuid" | "add-file" | "append-file");
-            let value = if takes {
-                match inline.or_else(|| it.next()) {
-                    Some(v) => Some(v),
-                    None => return usage(format!("option --{name} requires an argument")),
-                }
-            } else if inline.is_some() {
-                return usage(format!("option --{name} takes no argument"));
-            } else {
-                None
-            };
-            match name.as_str() {
-                "add" => a.mode = Some(Mode::Add),
-                "create" => a.mode = Some(Mode::Create),
-                "replace" => a.mode = Some(Mode::Replace),
-                "remove" => a.mode = Some(Mode::Remove),
-                "delete" => a.mode = Some(Mode::Delete),
-                "dryrun" => a.dryrun = true,
-                "help" => a.help = true,
-                "uuid" => a.uuid = value.map(|v| v.to_string_lossy().into_owned()),
-                "add-file" => a.extra = value.map(|v| Extra::Add(v.into())),
-                "append-file" => a.extra = value.map(|v| Extra::Append(v.into())),
-                _ => return usage(format!("unknown option --{name}")),
-            }
-            continue;
-        }
-        let Some(cluster) = bytes.strip_prefix(b"-").filter(|c| !c.is_empty()) else {
-            return usage(format!("unexpected argument {:?}", arg));
-        };
-        let mut i = 0;
-        while i < cluster.len() {
-            let c = cluster[i] as char;
-            i += 1;
-            if matches!(c, 'u' | 'f' | 'F' | 'p' | 'H' | 'b') {
-                let value: OsString = if i < cluster.len() {
-                    std::ffi::OsStr::from_bytes(&cluster[i..]).to_os_string()
-                } else {
-                    match it.next() {
-                        Some(v) => v,
-                        None => return usage(format!("option -{c} requires an argument")),
-                    }
-                };
-                i = cluster.len();
-                match c {
-                    'u' => a.uuid = Some(value.to_string_lossy().into_owned()),
-                    'f' => a.extra = Some(Extra::Add(value.into())),
-                    'F' => a.extra = Some(Extra::Append(value.into())),
-                    _ => return usage(format!("option -{c} is no longer supported")),
-                }
-                continue;
-            }
-            match c {
-                'a' => a.mode = Some(Mode::Add),
-                'c' => a.mode = Some(Mode::Create),
-                'r' => a.mode = Some(Mode::Replace),
-                'R' => a.mode = Some(Mode::Remove),
-                'D' => a.mode = Some(Mode::Delete),
-                'd' => a.dryrun = true,
-                'h' => a.help = true,
-                _ => return usage(format!("unknown option -{}", c.escape_default())),
-            }
-        }
-    }
-    Ok(a)
-}
-
 /// The profile name from `-u`: `libvirt-` and a lower-case hyphenated uuid.
 pub fn profile_uuid(arg: &str) -> Result<Uuid, HelperError> {
     super::naming::parse_profile_name(arg).ok_or_else(|| HelperError::BadUuid(arg.to_string()))
@@ -379,9 +228,9 @@ pub fn run(
     if args.help {
         return Ok(Outcome::Help);
     }
-    let mode = args
-        .mode
-        .ok_or_else(|| HelperError::Usage("no mode given (one of -a -c -r -R -D)".into()))?;
+    let mode = args.mode.ok_or_else(|| {
+        HelperError::Usage(UsageError("no mode given (one of -a -c -r -R -D)".into()))
+    })?;
     let arg = args.uuid.as_deref().ok_or(HelperError::MissingUuid)?;
     let uuid = profile_uuid(arg)?;
     let name = super::naming::profile_name(&uuid);
@@ -391,7 +240,9 @@ pub fn run(
         .map(|m| m.len() > 0)
         .unwrap_or(false);
     if args.extra.is_some() && mode != Mode::Replace {
-        return Err(HelperError::Usage("-f and -F go with -r".into()));
+        return Err(HelperError::Usage(UsageError(
+            "-f and -F go with -r".into(),
+        )));
     }
     match mode {
         Mode::Add | Mode::Remove | Mode::Delete => {
@@ -417,7 +268,7 @@ pub fn run(
                 _ => Ok(Outcome::Removed(profile::uninstall(
                     layout,
                     &name,
-                    &ctx.kernel,
+                    ctx.kernel.as_ref(),
                     false,
                 )?)),
             }
@@ -547,7 +398,7 @@ fn regenerate(
         &ctx.layout,
         &ctx.templates,
         &ctx.parser,
-        &ctx.kernel,
+        ctx.kernel.as_ref(),
     )?))
 }
 
@@ -580,17 +431,14 @@ fn append_file(
         }
         return Ok(Outcome::DryRun);
     }
-    let fs = match &ctx.kernel {
-        KernelStatus::Available { fs } => fs.clone(),
-        KernelStatus::Unavailable(reason) => {
-            return Err(ProfileError::NoKernel {
-                guest: guest.name.clone(),
-                profile: name.to_string(),
-                reason: reason.clone(),
-            }
-            .into())
+    if let KernelStatus::Unavailable(reason) = ctx.kernel.status() {
+        return Err(ProfileError::NoKernel {
+            guest: guest.name.clone(),
+            profile: name.to_string(),
+            reason: reason.clone(),
         }
-    };
+        .into());
+    }
     let layout = &ctx.layout;
     let lock = store::lock(&layout.lock_dir, name)?;
     let files_path = layout.files_path(name);
@@ -632,7 +480,7 @@ fn append_file(
     // Widen in place or append: one rule per path, and no deny rule
     // anywhere that could outweigh it.
     let changed = doc.merge(&want, EXTRA_ORIGIN);
-    let loaded = kernel::profile_mode(&fs, name).ok().flatten().is_some();
+    let loaded = ctx.kernel.profile_mode(name).ok().flatten().is_some();
     if !changed && loaded {
         return Ok(Outcome::AlreadyGranted);
     }
@@ -652,14 +500,14 @@ fn append_file(
         layout,
         &ctx.templates,
         &ctx.parser,
-        &fs,
+        ctx.kernel.as_ref(),
         &lock,
     )?))
 }
 
 /// `-a`: load the existing profile as it is.
 fn load(ctx: &Context, name: &str, path: &Path) -> Result<Outcome, HelperError> {
-    if let KernelStatus::Unavailable(reason) = &ctx.kernel {
+    if let KernelStatus::Unavailable(reason) = ctx.kernel.status() {
         return Err(HelperError::Load {
             profile: name.to_string(),
             source: ParserError::Rejected {
@@ -671,28 +519,37 @@ fn load(ctx: &Context, name: &str, path: &Path) -> Result<Outcome, HelperError> 
         });
     }
     let _lock = store::lock(&ctx.layout.lock_dir, name)?;
-    ctx.layout
-        .parser(&ctx.parser)
-        .replace(path)
-        .map_err(|source| HelperError::Load {
+    let mut txn = store::Txn::new();
+    install_profile(
+        ctx.kernel.as_ref(),
+        &ctx.layout.parser(&ctx.parser),
+        &mut txn,
+        name,
+        path,
+        &[],
+        LoadWhen::Always,
+    )
+    .map_err(|e| match e {
+        LoadError::Store(e) => HelperError::from(e),
+        LoadError::Parser(source) => HelperError::Load {
             profile: name.to_string(),
             source,
-        })?;
+        },
+    })?;
+    txn.commit();
     Ok(Outcome::Loaded)
 }
 
 /// `-R`: unload, keeping every file.
 fn unload(ctx: &Context, name: &str) -> Result<Outcome, HelperError> {
     let _lock = store::lock(&ctx.layout.lock_dir, name)?;
-    let unloaded = match &ctx.kernel {
-        KernelStatus::Available { fs } => {
-            kernel::remove_profile(fs, name).map_err(|source| ProfileError::Unload {
-                profile: name.to_string(),
-                source,
-            })?
-        }
-        KernelStatus::Unavailable(_) => false,
-    };
+    let unloaded = ctx
+        .kernel
+        .remove_profile(name)
+        .map_err(|source| ProfileError::Unload {
+            profile: name.to_string(),
+            source,
+        })?;
     Ok(Outcome::Removed(Removed {
         unloaded,
         files_removed: false,
@@ -703,7 +560,7 @@ fn unload(ctx: &Context, name: &str) -> Result<Outcome, HelperError> {
 /// The helper's command line: `args` without the program name; `prog` is
 /// the name to show in messages. Returns the exit status.
 pub fn main(prog: &str, args: Vec<OsString>) -> i32 {
-    let res = parse_args(args).and_then(|a| {
+    let res = parse_args(args).map_err(HelperError::from).and_then(|a| {
         if a.help {
             print!("{}", usage(prog));
             return Ok(Outcome::Help);

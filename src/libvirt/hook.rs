@@ -21,7 +21,7 @@
 //! Every operation is idempotent and runs under the guest's lock (taken by
 //! [`crate::libvirt::profile`]), so two hooks for one guest cannot race.
 
-use crate::apparmor::{KernelStatus, Parser};
+use crate::apparmor::{select, Kernel, Parser, Root, SystemKernel};
 use crate::config::{Config, FailMode};
 use crate::guest::Guest;
 use crate::libvirt::profile::{self, Layout, ProfileError};
@@ -169,8 +169,8 @@ pub struct Hook {
     pub templates: Templates,
     /// The parser.
     pub parser: Parser,
-    /// The kernel, as probed at start.
-    pub kernel: KernelStatus,
+    /// The kernel (its status probed at start).
+    pub kernel: Box<dyn Kernel + Send + Sync>,
     /// Domain reading options.
     pub read: ReadOptions,
 }
@@ -186,7 +186,10 @@ impl Hook {
             .with_includes(config.abstractions.clone());
         Ok(Hook {
             parser: config.parser(),
-            kernel: config.kernel_status(),
+            kernel: select(SystemKernel::with_status(
+                config.kernel_status(),
+                Root::system(),
+            )),
             config_path: config_path.display().to_string(),
             config,
             layout,
@@ -254,7 +257,7 @@ impl Hook {
             &self.layout,
             &self.templates,
             &self.parser,
-            &self.kernel,
+            self.kernel.as_ref(),
         ) {
             Ok(i) => {
                 let what = match (i.created_profile, i.files_changed, i.loaded) {
@@ -315,11 +318,12 @@ impl Hook {
             .ok_or_else(|| perr(ProfileError::NoUuid(guest.name.clone())))?;
         let (unloaded, removed) = if self.config.keep_files {
             (
-                profile::unload(&self.layout, &name, &self.kernel).map_err(perr)?,
+                profile::unload(&self.layout, &name, self.kernel.as_ref()).map_err(perr)?,
                 false,
             )
         } else {
-            let r = profile::uninstall(&self.layout, &name, &self.kernel, false).map_err(perr)?;
+            let r = profile::uninstall(&self.layout, &name, self.kernel.as_ref(), false)
+                .map_err(perr)?;
             (r.unloaded, r.files_removed)
         };
         out.notes.push(format!(

@@ -4,6 +4,7 @@
 pub mod conn;
 pub mod domain;
 pub mod helper;
+pub mod helper_args;
 pub mod hook;
 pub mod image;
 pub mod naming;

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::apparmor::{kernel, KernelStatus, Parser, ParserError};
+use crate::apparmor::{
+    install_profile, Kernel, KernelStatus, LoadError, LoadWhen, Parser, ParserError, ProfileFile,
+};
 use crate::guest::Guest;
 use crate::policy::files::FilesDoc;
 use crate::policy::{self, RuleError, RuleSet, TemplateError, Templates};
@@ -306,10 +308,10 @@ impl Rendered {
         layout: &Layout,
         templates: &Templates,
         parser: &Parser,
-        kernel: &KernelStatus,
+        kernel: &dyn Kernel,
     ) -> Result<Installed, ProfileError> {
-        let fs = match kernel {
-            KernelStatus::Available { fs } => fs,
+        match kernel.status() {
+            KernelStatus::Available { .. } => {}
             KernelStatus::Unavailable(reason) => {
                 return Err(ProfileError::NoKernel {
                     guest: guest.name.clone(),
@@ -317,22 +319,21 @@ impl Rendered {
                     reason: reason.clone(),
                 })
             }
-        };
+        }
         let lock = store::lock(&layout.lock_dir, &self.name)?;
-        self.install_locked(guest, layout, templates, parser, fs, &lock)
+        self.install_locked(guest, layout, templates, parser, kernel, &lock)
     }
 
     /// [`Rendered::install`] for a caller that already holds the guest's
     /// lock (from [`store::lock`] on `layout.lock_dir` and the profile name)
-    /// because it read the current files to decide what to write; `fs` is
-    /// the kernel's securityfs directory.
+    /// because it read the current files to decide what to write.
     pub fn install_locked(
         &self,
         guest: &Guest,
         layout: &Layout,
         templates: &Templates,
         parser: &Parser,
-        fs: &Path,
+        kernel: &dyn Kernel,
         lock: &store::Lock,
     ) -> Result<Installed, ProfileError> {
         store::sweep_temp(&layout.libvirt_dir());
@@ -352,32 +353,48 @@ impl Rendered {
         })?;
         let mut txn = Txn::new();
         let profile_path = layout.profile_path(&self.name);
-        let created_profile = txn.create_once(&profile_path, self.profile.as_bytes(), FILE_MODE)?;
-        let files_changed = txn.write_if_changed(
-            &layout.files_path(&self.name),
-            self.files.as_bytes(),
-            FILE_MODE,
-        )?;
-        let loaded_already = kernel::profile_mode(fs, &self.name)
-            .ok()
-            .flatten()
-            .is_some();
-        let must_load = created_profile || files_changed || !loaded_already || interrupted;
-        if must_load {
-            layout
-                .parser(parser)
-                .replace(&profile_path)
-                .map_err(|source| ProfileError::Parser {
-                    guest: guest.name.clone(),
-                    source,
-                })?;
-        }
+        let files_path = layout.files_path(&self.name);
+        let files = [
+            ProfileFile {
+                path: &profile_path,
+                content: self.profile.as_bytes(),
+                mode: FILE_MODE,
+                create_only: true,
+            },
+            ProfileFile {
+                path: &files_path,
+                content: self.files.as_bytes(),
+                mode: FILE_MODE,
+                create_only: false,
+            },
+        ];
+        let when = if interrupted {
+            LoadWhen::Always
+        } else {
+            LoadWhen::ChangedOrNotLoaded
+        };
+        let done = install_profile(
+            kernel,
+            &layout.parser(parser),
+            &mut txn,
+            &self.name,
+            &profile_path,
+            &files,
+            when,
+        )
+        .map_err(|e| match e {
+            LoadError::Store(e) => ProfileError::from(e),
+            LoadError::Parser(source) => ProfileError::Parser {
+                guest: guest.name.clone(),
+                source,
+            },
+        })?;
         txn.commit();
         store::remove(&pending)?;
         Ok(Installed {
-            created_profile,
-            files_changed,
-            loaded: must_load,
+            created_profile: done.written[0],
+            files_changed: done.written[1],
+            loaded: done.loaded,
         })
     }
 }
@@ -388,7 +405,7 @@ impl Rendered {
 pub fn uninstall(
     layout: &Layout,
     name: &str,
-    kernel: &KernelStatus,
+    kernel: &dyn Kernel,
     remove_profile: bool,
 ) -> Result<Removed, ProfileError> {
     let _lock = store::lock(&layout.lock_dir, name)?;
@@ -404,19 +421,16 @@ pub fn uninstall(
 
 /// Unload a guest's profile (when the kernel has it) and leave every file
 /// in place; for hosts configured to keep stopped guests' files.
-pub fn unload(layout: &Layout, name: &str, kernel: &KernelStatus) -> Result<bool, ProfileError> {
+pub fn unload(layout: &Layout, name: &str, kernel: &dyn Kernel) -> Result<bool, ProfileError> {
     let _lock = store::lock(&layout.lock_dir, name)?;
     unload_locked(name, kernel)
 }
 
-fn unload_locked(name: &str, kernel: &KernelStatus) -> Result<bool, ProfileError> {
-    match kernel {
-        KernelStatus::Available { fs } => {
-            kernel::remove_profile(fs, name).map_err(|source| ProfileError::Unload {
-                profile: name.to_string(),
-                source,
-            })
-        }
-        KernelStatus::Unavailable(_) => Ok(false),
-    }
+fn unload_locked(name: &str, kernel: &dyn Kernel) -> Result<bool, ProfileError> {
+    kernel
+        .remove_profile(name)
+        .map_err(|source| ProfileError::Unload {
+            profile: name.to_string(),
+            source,
+        })
 }

@@ -749,7 +749,7 @@ pub fn lxc_profile_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apparmor::securityfs::FakeTree;
+    use crate::apparmor::fake::FakeTree;
     use crate::libvirt::conn::{DomainState, SecurityLabel};
 
     const UUID: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";

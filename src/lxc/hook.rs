@@ -10,8 +10,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::apparmor::label::{process_label, processes_where};
-use crate::apparmor::{ContainerMode, Features, Parser, Root};
+use crate::apparmor::label::processes_where;
+use crate::apparmor::{
+    install_profile, select, ContainerMode, Features, Kernel, LoadError, LoadWhen, Parser,
+    ProfileFile, Root, SystemKernel,
+};
 use crate::policy::Templates;
 use crate::store::{self, Txn};
 
@@ -212,6 +215,11 @@ pub fn run(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<Outcome
     }
 }
 
+/// The kernel below the settings' root.
+fn kernel(s: &Settings) -> Box<dyn Kernel + Send + Sync> {
+    select(SystemKernel::at(s.root.clone()))
+}
+
 fn pre_start(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<Outcome, LxcError> {
     let ct = Container::from_config_file(&env.name, &env.config)?;
     let mode = configured(&ct)?;
@@ -228,20 +236,39 @@ fn pre_start(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<Outco
         source,
     })?;
     let path = s.layout.profile_path(&names);
-    let mut txn = Txn::new();
-    let changed = txn.write_if_changed(&path, rendered.text.as_bytes(), 0o644)?;
+    let kernel = kernel(s);
     let namespace_created = match mode {
-        ContainerMode::Stacked => s.root.create_namespace(&names.namespace)?,
+        ContainerMode::Stacked => kernel.create_namespace(&names.namespace)?,
         ContainerMode::Plain => false,
     };
-    let loaded = crate::apparmor::kernel::profile_mode(&s.root.apparmor_dir(), &names.profile)
-        .ok()
-        .flatten()
-        .is_some();
-    if changed || !loaded {
-        if let Err(source) = s.layout.parser(&s.parser).replace(&path) {
+    let mut txn = Txn::new();
+    let file = ProfileFile {
+        path: &path,
+        content: rendered.text.as_bytes(),
+        mode: 0o644,
+        create_only: false,
+    };
+    let done = install_profile(
+        kernel.as_ref(),
+        &s.layout.parser(&s.parser),
+        &mut txn,
+        &names.profile,
+        &path,
+        &[file],
+        LoadWhen::ChangedOrNotLoaded,
+    );
+    match done {
+        Ok(done) => {
+            txn.commit();
+            Ok(Outcome::Loaded {
+                label: names.label(mode),
+                changed: done.written[0],
+                namespace_created,
+            })
+        }
+        Err(e) => {
             if namespace_created {
-                if let Err(e) = s.root.remove_namespace(&names.namespace) {
+                if let Err(e) = kernel.remove_namespace(&names.namespace) {
                     tracing::error!(
                         "container {}: removing namespace after a failed load: {e}",
                         ct.name
@@ -251,18 +278,15 @@ fn pre_start(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<Outco
             // Dropping the transaction restores the previous file (or
             // removes the new one); the kernel keeps the previous policy.
             drop(txn);
-            return Err(LxcError::Parser {
-                container: ct.name.clone(),
-                source,
-            });
+            Err(match e {
+                LoadError::Store(e) => e.into(),
+                LoadError::Parser(source) => LxcError::Parser {
+                    container: ct.name.clone(),
+                    source,
+                },
+            })
         }
     }
-    txn.commit();
-    Ok(Outcome::Loaded {
-        label: names.label(mode),
-        changed,
-        namespace_created,
-    })
 }
 
 fn start_host(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
@@ -276,7 +300,7 @@ fn start_host(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
     })?;
     let names = ct.names();
     let want = names.expected_current(mode);
-    let label = process_label(&s.root, pid)?;
+    let label = kernel(s).task_label(pid)?;
     let got = match &label.mode {
         Some(m) => format!("{label} ({m})"),
         None => label.to_string(),
@@ -296,7 +320,8 @@ fn start_host(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
 fn post_stop(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
     let ct = Container::from_config_file(&env.name, &env.config)?;
     let names = ct.names();
-    if !s.root.kernel_status().is_available() {
+    let kernel = kernel(s);
+    if !kernel.status().is_available() {
         tracing::debug!(
             "container {}: AppArmor not available, nothing to clean",
             ct.name
@@ -328,8 +353,9 @@ fn post_stop(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
         });
     }
     let _lock = store::lock(&s.layout.lock_dir, &names.profile)?;
-    let namespace_removed = s.root.remove_namespace(&names.namespace)?;
-    let unloaded = crate::apparmor::kernel::remove_profile(&s.root.apparmor_dir(), &names.profile)
+    let namespace_removed = kernel.remove_namespace(&names.namespace)?;
+    let unloaded = kernel
+        .remove_profile(&names.profile)
         .map_err(|source| LxcError::Io {
             op: "unload profile through",
             path: s.root.apparmor_dir().join(".remove"),

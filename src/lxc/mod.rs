@@ -379,11 +379,9 @@ pub fn disable(
         write_config(&ct.config, &new)?;
     }
     let mut warnings = Vec::new();
-    let loaded = root.kernel_status().is_available()
-        && crate::apparmor::kernel::profile_mode(&root.apparmor_dir(), &names.profile)
-            .ok()
-            .flatten()
-            .is_some();
+    let kernel = crate::apparmor::select(crate::apparmor::SystemKernel::at(root.clone()));
+    let loaded = kernel.status().is_available()
+        && kernel.profile_mode(&names.profile).ok().flatten().is_some();
     if loaded {
         warnings.push(format!(
             "profile {} is still loaded (the container runs?); its post-stop hook unloads it",

@@ -7,98 +7,59 @@ pub mod rulecheck;
 
 use std::path::{Path, PathBuf};
 
-use aa_virt::apparmor::{KernelStatus, Parser};
+use aa_virt::apparmor::{fake, Parser};
 
-/// A stand-in for the kernel side of `apparmor_parser --replace`: a script
-/// that compiles the profile with the REAL parser (compile only, shipped
-/// features file) and, when that works, records the profile as loaded in a
-/// fake securityfs `profiles` file. Loading itself is proven in the
-/// integration VM; this lets the file handling around it be tested here.
+/// The library's recording fake kernel (`aa_virt::apparmor::fake`) in a
+/// temp dir: a load compiles the profile with the REAL parser (compile
+/// only, shipped features file) and, when that works, records the profile
+/// as loaded in a fake securityfs `profiles` file. A test build of the
+/// `aa-virt` binary finds it through `AA_VIRT_SYSROOT` (or the
+/// configuration's `securityfs`) by its marker file. Loading itself is
+/// proven in the integration VM; this lets the file handling around it be
+/// tested here.
 pub struct FakeKernel {
     /// Temp dir holding everything.
     pub dir: tempfile::TempDir,
     /// The fake securityfs directory.
     pub fs: PathBuf,
-    /// The wrapper script.
+    /// The real parser the fake compiles with.
     pub parser: PathBuf,
-    /// Log of invocations, one line each.
-    pub log: PathBuf,
+    kernel: fake::FakeKernel,
 }
 
 impl FakeKernel {
-    /// Make one. `fail_marker`: while this file exists, the wrapper fails loads.
+    /// Make one: AppArmor available, nothing loaded, loads work.
     pub fn new() -> FakeKernel {
         let dir = tempfile::tempdir().unwrap();
         let fs = dir.path().join("securityfs");
-        std::fs::create_dir_all(&fs).unwrap();
-        std::fs::write(fs.join("profiles"), "").unwrap();
-        let log = dir.path().join("parser.log");
-        let parser = dir.path().join("apparmor_parser");
-        let real = Parser::new().bin;
-        std::fs::write(
-            &parser,
-            format!(
-                r#"#!/bin/sh
-# args: [--base B] [-I DIR]... --replace|--remove ... FILE
-# aa-virt preprocesses a profile to decide whether the cache may be read:
-# the real parser answers that (it is not a load).
-case " $* " in *" --preprocess "*) exec '{real}' "$@" ;; esac
-echo "$*" >> '{log}'
-[ -e '{fail}' ] && {{ echo "AppArmor parser error: injected failure" >&2; exit 1; }}
-last=""; for a in "$@"; do last="$a"; done
-inc=""; prev=""
-for a in "$@"; do
-  if [ "$prev" = "-I" ]; then inc="$inc -I $a"; fi
-  prev="$a"
-done
-'{real}' --skip-kernel-load --skip-cache --quiet --features-file /usr/share/apparmor-features/features $inc -o /dev/null "$last" || exit 1
-name=$(sed -n 's/^profile \([^ ]*\) .*/\1/p' "$last" | head -n1)
-case " $* " in
-  *" --replace "*) grep -q "^$name (" '{fs}/profiles' || echo "$name (enforce)" >> '{fs}/profiles'
-    # What the kernel now enforces: the generated rules it was given.
-    if [ -e "$last.files" ]; then cp "$last.files" '{fs}/.loaded.tmp.'$$ && mv '{fs}/.loaded.tmp.'$$ '{fs}/loaded.'"$name"'.files'; fi ;;
-esac
-exit 0
-"#,
-                log = log.display(),
-                fail = dir.path().join("fail").display(),
-                real = real.display(),
-                fs = fs.display(),
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&parser, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kernel = fake::FakeKernel::create(&fs).unwrap();
         FakeKernel {
             dir,
             fs,
-            parser,
-            log,
+            parser: Parser::new().bin,
+            kernel,
         }
     }
 
-    /// A parser that runs the wrapper.
+    /// The parser to hand aa-virt (the real one: the fake kernel compiles
+    /// with it).
     pub fn parser(&self) -> Parser {
-        let mut p = Parser::new();
-        p.bin = self.parser.clone();
-        p
+        Parser::new()
     }
 
-    /// The kernel status pointing at the fake securityfs.
-    pub fn status(&self) -> KernelStatus {
-        KernelStatus::Available {
-            fs: self.fs.clone(),
-        }
+    /// The kernel to hand aa-virt.
+    pub fn kernel(&self) -> &fake::FakeKernel {
+        &self.kernel
+    }
+
+    /// The kernel, boxed as the hook and helper hold it.
+    pub fn boxed(&self) -> Box<dyn aa_virt::apparmor::Kernel + Send + Sync> {
+        Box::new(self.kernel.clone())
     }
 
     /// Make loads fail (true) or work (false).
     pub fn fail_loads(&self, fail: bool) {
-        let m = self.dir.path().join("fail");
-        if fail {
-            std::fs::write(m, "").unwrap();
-        } else {
-            let _ = std::fs::remove_file(m);
-        }
+        self.kernel.fail_loads(fail).unwrap();
     }
 
     /// A fake system root for the binary (`AA_VIRT_SYSROOT`): AppArmor
@@ -119,7 +80,7 @@ exit 0
 
     /// The generated rules (`.files`) the kernel was last given for `name`.
     pub fn loaded_files(&self, name: &str) -> Option<String> {
-        std::fs::read_to_string(self.fs.join(format!("loaded.{name}.files"))).ok()
+        self.kernel.loaded_files(name)
     }
 
     /// Start `aa-virt helper MODE -u PROFILE` as libvirt would, against this
@@ -140,7 +101,6 @@ exit 0
             .args(["helper", mode, "-u", profile])
             .env("AA_VIRT_ROOT", root)
             .env("AA_VIRT_SYSROOT", sys)
-            .env("AA_VIRT_PARSER", &self.parser)
             .env_remove("AA_VIRT_TEMPLATES")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -153,12 +113,39 @@ exit 0
         c
     }
 
-    /// How many times the parser ran.
+    /// How many loads the kernel was asked for.
     pub fn runs(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
+        self.kernel.loads()
     }
+
+    /// The profile files the kernel was asked to load, in order.
+    pub fn replaced(&self) -> Vec<PathBuf> {
+        self.kernel
+            .calls()
+            .iter()
+            .filter(|l| l.starts_with("replace "))
+            .map(|l| PathBuf::from(l.rsplit(' ').next().unwrap()))
+            .collect()
+    }
+
+    /// Every recorded call (`replace NAME [--cache-loc DIR] PATH`,
+    /// `remove NAME`).
+    pub fn calls(&self) -> Vec<String> {
+        self.kernel.calls()
+    }
+
+    /// Forget the recorded calls.
+    pub fn clear_calls(&self) {
+        self.kernel.clear_calls();
+    }
+}
+
+/// A kernel without AppArmor, for `reason`.
+pub fn no_kernel(reason: &str) -> aa_virt::apparmor::SystemKernel {
+    aa_virt::apparmor::SystemKernel::with_status(
+        aa_virt::apparmor::KernelStatus::Unavailable(reason.into()),
+        aa_virt::apparmor::Root::system(),
+    )
 }
 
 /// The repository root.
