@@ -23,7 +23,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo is not on PATH; install the Rust toolchain (rustup) first" >&2
   exit 1
 fi
-# qemu-system-x86: the real-libvirtd hook test (tests/hook_libvirtd.rs) boots
+# qemu-system-x86: the real-libvirtd hook test (tests/libvirt/hook_libvirtd.rs) boots
 # a tiny TCG guest. integration-vms/host-deps.sh installs it and handles the
 # backports qemu-utils pitfall (build-facts.md).
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then

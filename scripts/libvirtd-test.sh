@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Drive a REAL libvirtd through aa-virt's qemu hook. Run by
-# tests/hook_libvirtd.rs as:
+# tests/libvirt/hook_libvirtd.rs as:
 #
 #   unshare --mount --propagation private scripts/libvirtd-test.sh AA_VIRT PARSER FAKE_FS
 #

@@ -13,7 +13,7 @@ pub const SHIPPED_FEATURES: &str = "/usr/share/apparmor-features/features";
 /// `no-expr-simplify` skips the parser's expression-tree simplification
 /// pass. The DFA is still built and minimised, so the compiled policy is the
 /// same (byte for byte on the profiles aa-virt renders:
-/// `tests/parser_flags.rs` checks it); only the time to build it changes,
+/// `tests/apparmor/parser_flags.rs` checks it); only the time to build it changes,
 /// about 40% less for a typical guest and 25% less with 2,000 disk rules.
 pub const COMPILE_FLAGS: &[&str] = &["-O", "no-expr-simplify"];
 

@@ -8,7 +8,7 @@
 //! profile text); bytes that are not UTF-8 are written as octal escapes so
 //! the profile stays valid text and still matches the exact bytes.
 //!
-//! `tests/escaping.rs` proves the property with the real `apparmor_parser`:
+//! `tests/policy/escaping.rs` proves the property with the real `apparmor_parser`:
 //! each escaped path compiles to a DFA that accepts exactly that one string.
 
 use std::path::Path;
@@ -81,7 +81,7 @@ const SPECIAL: &[u8] = b"*?[]{}^,";
 /// longest quoted string it can, so a path written as `"/a\\"` (ending in an
 /// escaped backslash) runs on to the next rule's opening quote and the
 /// profile no longer compiles. As `\134` and `\042` neither byte can ever
-/// stand before a quote (`tests/hostile.rs` proves both forms exact).
+/// stand before a quote (`tests/policy/hostile.rs` proves both forms exact).
 const OCTAL: &[u8] = b"\\\"";
 
 /// Escape raw path bytes for use inside a double-quoted rule path.
@@ -376,7 +376,7 @@ impl Pattern {
             // A `*` or `**` that is a whole path component (`/*/`, `/**` at
             // the end) starts with at least one byte that is not `/`:
             // `DIR/*` and `DIR/**` do not match `DIR/` itself (as in
-            // apparmor_parser's DFA; `tests/escaping.rs` compares the two).
+            // apparmor_parser's DFA; `tests/policy/escaping.rs` compares the two).
             let whole = i > 0
                 && matches!(toks[i - 1], T::B(b'/'))
                 && matches!(toks.get(i + 1), None | Some(T::B(b'/')));

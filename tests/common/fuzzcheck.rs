@@ -1,5 +1,5 @@
 //! The property every fuzz target checks, shared by `fuzz/` (included by
-//! path) and by `tests/fuzz_corpus.rs`, which replays the committed corpus
+//! path) and by `tests/policy/fuzz_corpus.rs`, which replays the committed corpus
 //! and also compiles each result with the real `apparmor_parser` (too slow
 //! for the fuzz loop itself).
 //!

@@ -3,6 +3,7 @@
 
 pub mod dfa;
 pub mod fuzzcheck;
+pub mod list;
 pub mod rulecheck;
 
 use std::path::{Path, PathBuf};
@@ -96,8 +97,8 @@ impl FakeKernel {
         xml: &str,
     ) -> std::process::Child {
         use std::io::Write;
-        use std::process::{Command, Stdio};
-        let mut c = Command::new(env!("CARGO_BIN_EXE_aa-virt"))
+        use std::process::Stdio;
+        let mut c = aa_virt()
             .args(["helper", mode, "-u", profile])
             .env("AA_VIRT_ROOT", root)
             .env("AA_VIRT_SYSROOT", sys)
@@ -146,6 +147,15 @@ pub fn no_kernel(reason: &str) -> aa_virt::apparmor::SystemKernel {
         aa_virt::apparmor::KernelStatus::Unavailable(reason.into()),
         aa_virt::apparmor::Root::system(),
     )
+}
+
+/// The `aa-virt` binary under test (`BIN`).
+pub const BIN: &str = env!("CARGO_BIN_EXE_aa-virt");
+
+/// A command running the `aa-virt` binary under test: the one way tests
+/// start it (add arguments and environment to taste).
+pub fn aa_virt() -> std::process::Command {
+    std::process::Command::new(BIN)
 }
 
 /// The repository root.

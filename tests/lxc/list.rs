@@ -3,15 +3,13 @@
 //! side is a fake securityfs/procfs tree (AA_VIRT_SYSROOT) holding the
 //! label of the container's REAL init pid, in the kernel's exact format.
 
-mod list_common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::list::*;
 use aa_virt::apparmor::fake::FakeTree;
 use aa_virt::apparmor::ContainerMode;
 use aa_virt::lxc::naming::Names;
-use list_common::*;
 use serde_json::Value;
 
 fn lxc(args: &[&str]) -> std::process::Output {

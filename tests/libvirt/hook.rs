@@ -3,10 +3,10 @@
 //! apparmor_parser (compile only). What libvirt itself does with the hook is
 //! proven in `hook_libvirtd.rs`; the kernel load in integration-vms.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use aa_virt::apparmor::Kernel;
 use aa_virt::config::{Config, FailMode};
@@ -416,7 +416,7 @@ fn concurrent_hooks_for_one_guest_do_not_race() {
 #[test]
 fn the_command_line_hook_exit_codes() {
     let run = |op: &str, stdin: &str| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_aa-virt"))
+        let mut c = common::aa_virt()
             .args([
                 "hook",
                 "--config",
@@ -452,7 +452,7 @@ fn the_command_line_hook_exit_codes() {
     assert!(err.contains("refusing /etc/shadow"), "{err}");
     let bad = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bad.path(), "fail = \"closed\"\nkeep_files = 1\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_aa-virt"))
+    let o = common::aa_virt()
         .args(["hook", "--config"])
         .arg(bad.path())
         .args(["qemu", NAME, "stopped", "end", "-"])
@@ -465,5 +465,5 @@ fn the_command_line_hook_exit_codes() {
         err.contains("line 2") && err.contains("keep_files"),
         "{err}"
     );
-    assert!(Path::new(env!("CARGO_BIN_EXE_aa-virt")).exists());
+    assert!(Path::new(common::BIN).exists());
 }

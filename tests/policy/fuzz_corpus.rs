@@ -5,7 +5,7 @@
 //! only their own paths. The fast half (clear error or well-formed rule
 //! text) runs inside the fuzz loop; see `fuzz/README.md`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -13,7 +13,7 @@
 //! listed, and on a listed grant that no longer exists (so the list stays
 //! the truth).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -17,7 +17,7 @@
 //! The child is this test binary itself, run with `--ignored --exact` on the
 //! `child_*` tests and an environment variable saying what to do.
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -115,10 +115,16 @@ fn child_with(
     seed: u64,
     extra: &[(&str, &Path)],
 ) -> std::process::Child {
+    // The test's full name in this binary: its module path without the
+    // crate name.
+    let name = match module_path!().split_once("::") {
+        Some((_, m)) => format!("{m}::{test}"),
+        None => test.to_string(),
+    };
     Command::new(std::env::current_exe().unwrap())
         .envs(extra.iter().map(|(k, v)| (*k, *v)))
         .args([
-            test,
+            name.as_str(),
             "--exact",
             "--ignored",
             "--nocapture",

@@ -7,7 +7,7 @@
 //! accepting state. Any glob, alternation or character class that leaked
 //! through would show up as a branch or a multi-byte transition.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -4,7 +4,7 @@
 //! load compiles with the real apparmor_parser), the hotplug sequence libvirt
 //! drives, and each place where the reference goes wrong.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -56,11 +56,7 @@ impl Host {
             .unwrap();
         }
         let bin = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_aa-virt"),
-            bin.path().join("virt-aa-helper"),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink(common::BIN, bin.path().join("virt-aa-helper")).unwrap();
         let work = tempfile::tempdir().unwrap();
         Host {
             k,
@@ -228,11 +224,7 @@ fn command_line_and_exit_codes() {
     // Help: exit 0, on stdout, under both names.
     let o = h.ok(&["-h"], None);
     assert!(o.stdout.contains("-F, --append-file FILE"), "{}", o.stdout);
-    let o = h.run_with(
-        h.cmd(Path::new(env!("CARGO_BIN_EXE_aa-virt"))),
-        &["helper", "--help"],
-        None,
-    );
+    let o = h.run_with(h.cmd(Path::new(common::BIN)), &["helper", "--help"], None);
     assert_eq!(o.code, 0);
     assert!(
         o.stdout.contains("Usage: aa-virt helper MODE"),
@@ -243,7 +235,7 @@ fn command_line_and_exit_codes() {
     // own global flags mean nothing there, as in the reference.
     for flag in ["-v", "-q", "--verbose"] {
         let o = h.run_with(
-            h.cmd(Path::new(env!("CARGO_BIN_EXE_aa-virt"))),
+            h.cmd(Path::new(common::BIN)),
             &["helper", flag, "-d", "-c", "-u", NAME],
             Some(&x),
         );

@@ -1,10 +1,10 @@
 //! `aa-virt features` against a fake securityfs tree and against this
 //! machine's kernel.
 
-use std::process::Command;
+use crate::common;
 
 fn run(sysroot: Option<&std::path::Path>, args: &[&str]) -> (i32, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_aa-virt"));
+    let mut c = common::aa_virt();
     c.arg("features").args(args);
     match sysroot {
         Some(p) => c.env("AA_VIRT_SYSROOT", p),

@@ -6,7 +6,7 @@
 //! (fake securityfs, real parser compile) lists each profile once, and no
 //! temp file is left anywhere.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Child;

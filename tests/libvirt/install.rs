@@ -2,7 +2,7 @@
 //! on change, no reload when nothing changed, rollback on a failed load,
 //! nothing written without a kernel, and clean removal.
 
-mod common;
+use crate::common;
 
 use aa_virt::libvirt::profile::{self, Layout};
 use aa_virt::libvirt::{parse, ReadOptions};

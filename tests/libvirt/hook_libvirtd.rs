@@ -5,7 +5,7 @@
 //! for exactly what is and is not proven; kernel loading is proven in
 //! integration-vms.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -20,7 +20,7 @@ fn the_hook_under_a_real_libvirtd() {
     let o = Command::new("unshare")
         .args(["--mount", "--propagation", "private"])
         .arg(&script)
-        .arg(env!("CARGO_BIN_EXE_aa-virt"))
+        .arg(common::BIN)
         .arg(&k.parser)
         .arg(&k.fs)
         .output()

@@ -3,12 +3,12 @@
 //! the helper exit non-zero (libvirt then refuses to start the guest) with
 //! one clear line naming the guest, and leave the previous files as they
 //! were. The libvirt hook and the LXC hooks have the same property proven
-//! in `tests/hook.rs` (a_restricted_disk_stops_the_start_even_when_failing_open,
-//! a_failed_load_leaves_nothing_half_written) and `tests/lxc.rs`
+//! in `tests/libvirt/hook.rs` (a_restricted_disk_stops_the_start_even_when_failing_open,
+//! a_failed_load_leaves_nothing_half_written) and `tests/lxc/containers.rs`
 //! (pre_start_fails_closed_and_leaves_nothing_behind,
 //! start_host_checks_inits_label, lxc_start_fails_closed_without_apparmor_*).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

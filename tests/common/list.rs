@@ -1,15 +1,14 @@
 //! Helpers for the `list`/`status` tests: running the binary, the corpus,
 //! and a small JSON Schema validator for `docs/list.schema.json`.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
 /// Run `aa-virt ARGS` with `AA_VIRT_SYSROOT=sysroot`.
 pub fn aa_virt(sysroot: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aa-virt"))
+    super::aa_virt()
         .args(args)
         .env("AA_VIRT_SYSROOT", sysroot)
         .env_remove("LIBVIRT_DEFAULT_URI")
@@ -28,7 +27,7 @@ pub fn err(o: &Output) -> String {
 }
 
 /// The shared corpus of libvirt's test XMLs (the `corpus/libvirt`
-/// directory, as in tests/differential.rs and the Makefile):
+/// directory, as in tests/policy/differential.rs and the Makefile):
 /// `$AA_VIRT_CORPUS`, or `shared/corpus/libvirt` beside an ancestor of the
 /// project. Panics when missing: these tests must not pass without their data.
 pub fn corpus() -> PathBuf {

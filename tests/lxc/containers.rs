@@ -18,7 +18,7 @@ use aa_virt::lxc::hook::{self, HookEnv, Outcome, Settings};
 use aa_virt::lxc::{self as lxc, profile, Container, Layout, LxcError};
 use aa_virt::policy::Templates;
 
-const BIN: &str = env!("CARGO_BIN_EXE_aa-virt");
+use crate::common;
 
 fn need(tool: &str) {
     let ok = Command::new("sh")
@@ -67,7 +67,7 @@ fn state_root() -> &'static Path {
 }
 
 fn aa(args: &[&str], envs: &[(&str, &Path)]) -> Output {
-    let mut c = Command::new(BIN);
+    let mut c = common::aa_virt();
     c.args(args)
         .env("AA_VIRT_ROOT", state_root())
         .env_remove("AA_VIRT_SYSROOT")
@@ -503,7 +503,7 @@ fn hook_command_line_forms() {
     );
     assert!(o.status.success());
     let run = |args: &[&str], hook_type: Option<&str>| {
-        let mut c = Command::new(BIN);
+        let mut c = common::aa_virt();
         c.args(["hook", "lxc"]).args(args);
         c.env_remove("AA_VIRT_SYSROOT")
             .env_remove("AA_VIRT_ALLOW_UNCONFINED")

@@ -4,13 +4,11 @@
 //! kernel's exact formats; rule files are rendered by the real engine and
 //! compiled by the real apparmor_parser.
 
-mod list_common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::list::*;
 use aa_virt::apparmor::fake::FakeTree;
 use aa_virt::libvirt::conn::Conn;
-use list_common::*;
 use serde_json::Value;
 
 const TEST_UUID: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";

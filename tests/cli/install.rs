@@ -3,7 +3,7 @@
 //! apparmor_parser compiles the result, idempotency, updates, admin edits,
 //! rollback, and that uninstall removes exactly what install added.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,7 +30,7 @@ fn aa_virt(args: &[&str], root: &Path) -> (bool, String) {
 }
 
 fn aa_virt_env(args: &[&str], root: &Path, env: &[(&str, &str)]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_aa-virt"))
+    let o = common::aa_virt()
         .args(args)
         .arg("--root")
         .arg(root)
@@ -143,7 +143,7 @@ fn install_writes_everything_compiles_it_and_is_idempotent() {
     // write it (guest profiles are installed under that profile).
     assert_eq!(
         std::fs::read_to_string(r.join("etc/apparmor.d/abstractions/aa-virt-qemu-gl")).unwrap(),
-        include_str!("../templates/apparmor.d/abstractions/aa-virt-qemu-gl")
+        include_str!("../../templates/apparmor.d/abstractions/aa-virt-qemu-gl")
     );
     assert!(
         prof.contains("/etc/apparmor.d/abstractions/aa-virt-qemu{,-gl} rwl,"),
@@ -164,7 +164,7 @@ fn install_writes_everything_compiles_it_and_is_idempotent() {
 #[test]
 fn the_installed_hook_script_runs_aa_virt() {
     let t = target();
-    let bin = env!("CARGO_BIN_EXE_aa-virt");
+    let bin = common::BIN;
     install(t.path(), bin);
     let hook = t.path().join("etc/libvirt/hooks/qemu.d/aa-virt");
     // An unknown operation: the script execs aa-virt, which ignores it.

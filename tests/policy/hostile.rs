@@ -1,12 +1,12 @@
 //! Hostile paths: every case is either granted exactly (the rule's DFA,
 //! compiled by the real `apparmor_parser`, accepts that one path and nothing
 //! else) or refused with a reason that names the guest, the device and the
-//! path. Extends `tests/escaping.rs` with resolution attacks: `..`,
+//! path. Extends `tests/policy/escaping.rs` with resolution attacks: `..`,
 //! symlinks into restricted places and loops, `/proc/self/...`, over-long
 //! paths, restricted prefixes with suffixes, and the guest name used as a
 //! path component.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

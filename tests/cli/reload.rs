@@ -5,7 +5,7 @@
 //! guest names come from libvirt's in-process test driver
 //! (`test:///default` has one running domain, `test`).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ impl Env {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_aa-virt"));
+        let mut c = common::aa_virt();
         c.arg("reload")
             .args(["--connect", "test:///default"])
             .args(args)
@@ -403,7 +403,7 @@ fn reloads_an_lxc_container_with_its_own_cache_and_lock() {
 #[test]
 fn documented_in_its_man_page_and_the_readme() {
     let d = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_aa-virt"))
+    let o = common::aa_virt()
         .arg("gen-docs")
         .arg(d.path())
         .output()

@@ -1,0 +1,8 @@
+//! LXC: enabling and disabling containers, their hooks and profiles, and
+//! `aa-virt list` for containers.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod containers;
+mod list;
