@@ -13,7 +13,7 @@ use super::parser::{Parser, ParserError, SHIPPED_FEATURES};
 use super::securityfs::{mangle, KernelStatus, Root, SecurityfsError};
 
 /// File in a fake securityfs directory that makes a `test-util` build use
-/// [`FakeKernel`] for it (see [`super::kernel::select`]); a real securityfs
+/// [`FakeKernel`] for it (see [`super::select`]); a real securityfs
 /// cannot hold it.
 pub const MARKER: &str = ".aa-virt-fake-kernel";
 

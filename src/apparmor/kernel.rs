@@ -1,7 +1,8 @@
 //! The one boundary between aa-virt and the kernel's AppArmor: the
 //! [`Kernel`] trait (is a profile loaded and in which mode, load or replace,
 //! unload, make and remove a policy namespace, read a task's label), its
-//! system implementation [`SystemKernel`], and [`select`], which picks it.
+//! system implementation [`SystemKernel`] (`apparmor::select` picks the
+//! kernel to use).
 //! Tests get a recording fake (`apparmor::fake`, only with the `test-util`
 //! feature, never in a release build). Builds on [`super::securityfs`],
 //! never the other way round.
@@ -115,18 +116,6 @@ impl Kernel for SystemKernel {
     fn task_label(&self, pid: u32) -> Result<Label, LabelError> {
         process_label(&self.root, pid)
     }
-}
-
-/// The kernel aa-virt talks to: `system` itself. A build with the
-/// `test-util` feature (tests only; a release build has no such code)
-/// answers with the recording fake instead when `system`'s securityfs
-/// directory holds the fake's marker file, which a real securityfs cannot.
-pub fn select(system: SystemKernel) -> Box<dyn Kernel + Send + Sync> {
-    #[cfg(any(test, feature = "test-util"))]
-    if let Some(fake) = super::fake::FakeKernel::detect(&system) {
-        return Box::new(fake);
-    }
-    Box::new(system)
 }
 
 /// The mode (`enforce`, `complain`, ...) of a loaded profile in the caller's
