@@ -157,7 +157,7 @@ pub struct ListArgs {
     pub targets: Targets,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
-    pub format: aa_virt::list::output::Format,
+    pub format: aa_virt::list::report::Format,
     /// Same as --format json (schema: docs/list.schema.json).
     #[arg(long)]
     pub json: bool,
@@ -243,10 +243,10 @@ fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
 }
 
 fn cmd_list(a: &ListArgs) -> Result<i32, CliError> {
-    use aa_virt::list::output::{self, Format};
+    use aa_virt::list::report::{self, Format};
     let report = aa_virt::list::list(&a.targets.options())?;
     let format = if a.json { Format::Json } else { a.format };
-    print!("{}", output::render(&report, format));
+    print!("{}", report::render(&report, format));
     let mut code = EXIT_OK;
     for s in report.errors() {
         eprintln!("aa-virt: error: {}", s.error.as_deref().unwrap_or("?"));

@@ -9,6 +9,7 @@ use std::time::UNIX_EPOCH;
 use serde::Serialize;
 
 use super::denials::Record;
+use super::report::yes_no as yn;
 use super::{gather, AppArmorInfo, GuestRow, ListError, Options, SCHEMA_VERSION};
 use crate::guest::GuestKind;
 use crate::libvirt::{self, conn::Conn};
@@ -353,14 +354,6 @@ pub fn fmt_time(secs: u64) -> String {
 
 fn opt(v: Option<&str>) -> &str {
     v.filter(|s| !s.is_empty()).unwrap_or("-")
-}
-
-fn yn(v: Option<bool>, unknown: &str) -> String {
-    match v {
-        Some(true) => "yes".into(),
-        Some(false) => "no".into(),
-        None => unknown.into(),
-    }
 }
 
 /// The text form.
