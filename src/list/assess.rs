@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::gather::Kernel;
-use super::{denials, GuestRow, Options};
+use super::{denials, GuestRow, ListOptions};
 use crate::apparmor::{process_label, Label, Mode};
 use crate::guest::GuestKind;
 use crate::libvirt::conn::{self, DomainInfo};
@@ -16,7 +16,7 @@ use crate::policy::files;
 
 /// What assessing a guest reads: gathered once for all of them.
 pub(super) struct Ctx<'a> {
-    pub(super) opts: &'a Options,
+    pub(super) opts: &'a ListOptions,
     pub(super) kernel: &'a Kernel,
     pub(super) summary: &'a denials::Summary,
     pub(super) present: &'a HashSet<String>,
@@ -362,7 +362,7 @@ mod tests {
     }
 
     fn assess(root: &Path, uri: &str, d: &DomainInfo, model: &str) -> GuestRow {
-        let opts = Options {
+        let opts = ListOptions {
             uris: vec![uri.into()],
             default_uris: false,
             lxcpaths: vec![],

@@ -7,7 +7,8 @@ use std::collections::HashSet;
 
 use super::assess::Ctx;
 use super::{
-    denials, AppArmorInfo, DenialInfo, ListError, Options, Report, SourceInfo, SCHEMA_VERSION,
+    denials, AppArmorInfo, DenialInfo, ListError, ListOptions, ListReport, SourceInfo,
+    SCHEMA_VERSION,
 };
 use crate::apparmor::securityfs::LoadedProfiles;
 use crate::apparmor::{KernelStatus, Root};
@@ -77,9 +78,9 @@ fn files_present(layout: &Layout) -> HashSet<String> {
 /// Gather everything, concurrently. `keep` selects log records to keep in
 /// full (for `status`).
 pub fn gather(
-    opts: &Options,
+    opts: &ListOptions,
     keep: impl Fn(&denials::Record) -> bool + Send + 'static,
-) -> Result<(Report, denials::Summary), ListError> {
+) -> Result<(ListReport, denials::Summary), ListError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(ListError::Runtime)?;
@@ -196,7 +197,7 @@ pub fn gather(
         }
         sources.push(si);
     }
-    let report = Report {
+    let report = ListReport {
         schema_version: SCHEMA_VERSION,
         apparmor: AppArmorInfo {
             available: kernel.status.is_available(),

@@ -59,7 +59,7 @@ pub enum ListError {
 
 /// What to list and where to look.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct ListOptions {
     /// libvirt URIs to query.
     pub uris: Vec<String>,
     /// The URIs are the built-in default: a failure to connect is a note,
@@ -77,11 +77,11 @@ pub struct Options {
     pub log: LogChoice,
 }
 
-impl Options {
+impl ListOptions {
     /// The defaults: the local system's libvirt and LXC's configured
     /// lxcpath, the real root, the standard layout and the auto-chosen log.
-    pub fn system() -> Options {
-        Options {
+    pub fn system() -> ListOptions {
+        ListOptions {
             uris: vec![std::env::var("LIBVIRT_DEFAULT_URI")
                 .ok()
                 .filter(|s| !s.is_empty())
@@ -193,7 +193,7 @@ pub struct GuestRow {
 
 /// The whole listing.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct ListReport {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
     /// The kernel.
@@ -206,7 +206,7 @@ pub struct Report {
     pub guests: Vec<GuestRow>,
 }
 
-impl Report {
+impl ListReport {
     /// Active guests that are not confined as expected.
     pub fn unconfined(&self) -> impl Iterator<Item = &GuestRow> {
         self.guests
@@ -221,6 +221,6 @@ impl Report {
 }
 
 /// Gather and assess every guest (see [`gather`]).
-pub fn list(opts: &Options) -> Result<Report, ListError> {
+pub fn list(opts: &ListOptions) -> Result<ListReport, ListError> {
     gather(opts, |_| false).map(|(r, _)| r)
 }

@@ -1,11 +1,11 @@
-//! Reporting a [`Report`]: the table, the wide table and JSON, all driven
+//! Reporting a [`ListReport`]: the table, the wide table and JSON, all driven
 //! by one field table ([`FIELDS`]).
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{GuestRow, Report};
+use super::{GuestRow, ListReport};
 use crate::policy::escape::display_bytes;
 
 /// Output format.
@@ -251,7 +251,7 @@ fn columns(wide: bool) -> Vec<&'static Column> {
     v
 }
 
-fn row(report: &Report, r: &GuestRow, cols: &[&Column], wide: bool) -> Vec<String> {
+fn row(report: &ListReport, r: &GuestRow, cols: &[&Column], wide: bool) -> Vec<String> {
     let local = report
         .sources
         .iter()
@@ -269,7 +269,7 @@ fn row(report: &Report, r: &GuestRow, cols: &[&Column], wide: bool) -> Vec<Strin
 }
 
 /// The table (or wide table), with notes under it.
-pub fn table(report: &Report, wide: bool) -> String {
+pub fn table(report: &ListReport, wide: bool) -> String {
     let cols = columns(wide);
     let mut rows: Vec<Vec<String>> = vec![cols.iter().map(|c| c.head.to_string()).collect()];
     rows.extend(report.guests.iter().map(|g| row(report, g, &cols, wide)));
@@ -301,7 +301,7 @@ pub fn table(report: &Report, wide: bool) -> String {
 }
 
 /// The notes shown under the table (and kept in JSON as fields).
-pub fn notes(report: &Report) -> Vec<String> {
+pub fn notes(report: &ListReport) -> Vec<String> {
     let mut v = Vec::new();
     if !report.apparmor.available {
         v.push(format!(
@@ -330,7 +330,7 @@ pub fn notes(report: &Report) -> Vec<String> {
 }
 
 /// The JSON document.
-pub fn json(report: &Report) -> String {
+pub fn json(report: &ListReport) -> String {
     // Serialising plain data cannot fail; fall back to a valid error object.
     serde_json::to_string_pretty(report).unwrap_or_else(|e| {
         format!(
@@ -342,7 +342,7 @@ pub fn json(report: &Report) -> String {
 }
 
 /// Render in `format`.
-pub fn render(report: &Report, format: Format) -> String {
+pub fn render(report: &ListReport, format: Format) -> String {
     match format {
         Format::Table => table(report, false),
         Format::Wide => table(report, true),
