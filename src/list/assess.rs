@@ -67,32 +67,22 @@ impl Ctx<'_> {
             None
         };
         let mut g = GuestRow {
-            name: d.name.clone(),
-            kind: GuestKind::Qemu,
-            source: uri.to_string(),
             uuid: Some(d.uuid.hyphenated().to_string()),
-            state: d.state.as_str().to_string(),
-            active: d.is_active(),
-            pid: None,
             profile: Some(profile.clone()),
             expected_label: Some(profile.clone()),
-            loaded: None,
-            mode: None,
-            label: None,
-            label_mode: None,
-            label_source: None,
-            label_ok: None,
-            namespace: None,
-            namespace_exists: None,
-            namespace_profiles: None,
             rules_file: rules.map(|_| files_path.display().to_string()),
             rules,
             denials: local
                 .then_some(self.summary.source.as_ref())
                 .flatten()
                 .map(|_| self.summary.denials_of(None, &profile)),
-            confined: None,
-            problems: Vec::new(),
+            ..GuestRow::new(
+                &d.name,
+                GuestKind::Qemu,
+                uri.to_string(),
+                d.state.as_str(),
+                d.is_active(),
+            )
         };
         let expected = Label::profile(&profile);
         let libvirt_label = d.label.as_ref();
@@ -129,14 +119,7 @@ impl Ctx<'_> {
             }
         }
         if g.active {
-            if g.loaded == Some(false) {
-                g.problems.push(format!("profile {profile} is not loaded"));
-            } else if g.mode.as_deref().is_some_and(|m| m != "enforce") {
-                g.problems.push(format!(
-                    "profile {profile} is in {} mode",
-                    g.mode.as_deref().unwrap_or("?")
-                ));
-            }
+            profile_problems(&mut g, &profile);
             if g.label_ok == Some(false) {
                 g.problems.push(format!(
                     "runs as {}{}, expected {profile} (enforce)",
@@ -187,29 +170,14 @@ impl Ctx<'_> {
     pub(super) fn lxc(&self, c: &Container) -> GuestRow {
         let active = c.init_pid.is_some();
         let mut g = GuestRow {
-            name: c.name.clone(),
-            kind: GuestKind::Lxc,
-            source: c.lxcpath.display().to_string(),
-            uuid: None,
-            state: c.state.as_str().to_string(),
-            active,
             pid: c.init_pid,
-            profile: None,
-            expected_label: None,
-            loaded: None,
-            mode: None,
-            label: None,
-            label_mode: None,
-            label_source: None,
-            label_ok: None,
-            namespace: None,
-            namespace_exists: None,
-            namespace_profiles: None,
-            rules: None,
-            rules_file: None,
-            denials: None,
-            confined: None,
-            problems: Vec::new(),
+            ..GuestRow::new(
+                &c.name,
+                GuestKind::Lxc,
+                c.lxcpath.display().to_string(),
+                c.state.as_str(),
+                active,
+            )
         };
         let configured = c.apparmor_profile.as_deref().map(str::trim);
         let expected = match configured {
@@ -291,15 +259,8 @@ impl Ctx<'_> {
             }
         }
         if active {
-            if let Some(prof) = &g.profile {
-                if g.loaded == Some(false) {
-                    g.problems.push(format!("profile {prof} is not loaded"));
-                } else if g.mode.as_deref().is_some_and(|m| m != "enforce") {
-                    g.problems.push(format!(
-                        "profile {prof} is in {} mode",
-                        g.mode.as_deref().unwrap_or("?")
-                    ));
-                }
+            if let Some(prof) = g.profile.clone() {
+                profile_problems(&mut g, &prof);
             }
             if let (Some(ns), Some(false)) = (&g.namespace, g.namespace_exists) {
                 g.problems
@@ -320,6 +281,18 @@ impl Ctx<'_> {
             g.confined = Some(g.problems.is_empty() && g.label_ok == Some(true));
         }
         g
+    }
+}
+
+/// An active guest's profile not loaded, or not in enforce mode.
+fn profile_problems(g: &mut GuestRow, profile: &str) {
+    if g.loaded == Some(false) {
+        g.problems.push(format!("profile {profile} is not loaded"));
+    } else if g.mode.as_deref().is_some_and(|m| m != "enforce") {
+        g.problems.push(format!(
+            "profile {profile} is in {} mode",
+            g.mode.as_deref().unwrap_or("?")
+        ));
     }
 }
 

@@ -191,6 +191,38 @@ pub struct GuestRow {
     pub problems: Vec<String>,
 }
 
+impl GuestRow {
+    /// A guest not assessed yet: what it is and its state, nothing known
+    /// about its confinement.
+    pub fn new(name: &str, kind: GuestKind, source: String, state: &str, active: bool) -> GuestRow {
+        GuestRow {
+            name: name.to_string(),
+            kind,
+            source,
+            uuid: None,
+            state: state.to_string(),
+            active,
+            pid: None,
+            profile: None,
+            expected_label: None,
+            loaded: None,
+            mode: None,
+            label: None,
+            label_mode: None,
+            label_source: None,
+            label_ok: None,
+            namespace: None,
+            namespace_exists: None,
+            namespace_profiles: None,
+            rules: None,
+            rules_file: None,
+            denials: None,
+            confined: None,
+            problems: Vec::new(),
+        }
+    }
+}
+
 /// The whole listing.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListReport {

@@ -86,101 +86,85 @@ const fn col(
     })
 }
 
+const fn field(key: &'static str, json: fn(&GuestRow) -> Value, column: Option<Column>) -> Field {
+    Field { key, json, column }
+}
+
 /// Every field, in JSON order.
 const FIELDS: &[Field] = &[
-    Field {
-        key: "name",
-        json: |r| json!(r.name),
-        column: col(0, "NAME", false, |_, r| cell(&r.name)),
-    },
-    Field {
-        key: "kind",
-        json: |r| json!(r.kind),
-        column: col(1, "KIND", false, |_, r| r.kind.to_string()),
-    },
-    Field {
-        key: "source",
-        json: |r| json!(r.source),
-        column: col(3, "SOURCE", true, |_, r| cell(&r.source)),
-    },
-    Field {
-        key: "uuid",
-        json: |r| json!(r.uuid),
-        column: None,
-    },
-    Field {
-        key: "state",
-        json: |r| json!(r.state),
-        column: col(2, "STATE", false, |_, r| cell(&r.state)),
-    },
-    Field {
-        key: "active",
-        json: |r| json!(r.active),
-        column: None,
-    },
-    Field {
-        key: "pid",
-        json: |r| json!(r.pid),
-        column: col(4, "PID", true, |_, r| num(r.pid)),
-    },
-    Field {
-        key: "profile",
-        json: |r| json!(r.profile),
-        column: col(5, "PROFILE", false, |_, r| {
+    field(
+        "name",
+        |r| json!(r.name),
+        col(0, "NAME", false, |_, r| cell(&r.name)),
+    ),
+    field(
+        "kind",
+        |r| json!(r.kind),
+        col(1, "KIND", false, |_, r| r.kind.to_string()),
+    ),
+    field(
+        "source",
+        |r| json!(r.source),
+        col(3, "SOURCE", true, |_, r| cell(&r.source)),
+    ),
+    field("uuid", |r| json!(r.uuid), None),
+    field(
+        "state",
+        |r| json!(r.state),
+        col(2, "STATE", false, |_, r| cell(&r.state)),
+    ),
+    field("active", |r| json!(r.active), None),
+    field(
+        "pid",
+        |r| json!(r.pid),
+        col(4, "PID", true, |_, r| num(r.pid)),
+    ),
+    field(
+        "profile",
+        |r| json!(r.profile),
+        col(5, "PROFILE", false, |_, r| {
             cell(r.profile.as_deref().unwrap_or(""))
         }),
-    },
-    Field {
-        key: "expected_label",
-        json: |r| json!(r.expected_label),
-        column: None,
-    },
-    Field {
-        key: "loaded",
-        json: |r| json!(r.loaded),
-        column: col(6, "LOADED", false, |c, r| yes_no(r.loaded, c.unknown)),
-    },
-    Field {
-        key: "mode",
-        json: |r| json!(r.mode),
-        column: col(7, "MODE", false, |c, r| {
+    ),
+    field("expected_label", |r| json!(r.expected_label), None),
+    field(
+        "loaded",
+        |r| json!(r.loaded),
+        col(6, "LOADED", false, |c, r| yes_no(r.loaded, c.unknown)),
+    ),
+    field(
+        "mode",
+        |r| json!(r.mode),
+        col(7, "MODE", false, |c, r| {
             r.mode.clone().unwrap_or_else(|| c.unknown.to_string())
         }),
-    },
-    Field {
-        key: "label",
-        json: |r| json!(r.label),
-        column: col(8, "LABEL", true, |_, r| match (&r.label, &r.label_mode) {
+    ),
+    field(
+        "label",
+        |r| json!(r.label),
+        col(8, "LABEL", true, |_, r| match (&r.label, &r.label_mode) {
             (Some(l), Some(m)) if !l.is_empty() => cell(&format!("{l} ({m})")),
             (Some(l), _) => cell(l),
             (None, _) => "-".into(),
         }),
-    },
-    Field {
-        key: "label_mode",
-        json: |r| json!(r.label_mode),
-        column: None,
-    },
-    Field {
-        key: "label_source",
-        json: |r| json!(r.label_source),
-        column: None,
-    },
-    Field {
-        key: "label_ok",
-        json: |r| json!(r.label_ok),
-        column: col(9, "LABEL OK", false, |c, r| {
+    ),
+    field("label_mode", |r| json!(r.label_mode), None),
+    field("label_source", |r| json!(r.label_source), None),
+    field(
+        "label_ok",
+        |r| json!(r.label_ok),
+        col(9, "LABEL OK", false, |c, r| {
             if r.active {
                 yes_no(r.label_ok, c.unknown)
             } else {
                 "-".into()
             }
         }),
-    },
-    Field {
-        key: "namespace",
-        json: |r| json!(r.namespace),
-        column: col(10, "NS", false, |c, r| {
+    ),
+    field(
+        "namespace",
+        |r| json!(r.namespace),
+        col(10, "NS", false, |c, r| {
             let ns = match (&r.namespace, r.namespace_exists) {
                 (None, _) => "-".to_string(),
                 (Some(_), Some(true)) => format!("yes ({})", r.namespace_profiles.unwrap_or(0)),
@@ -192,42 +176,26 @@ const FIELDS: &[Field] = &[
                 _ => ns,
             }
         }),
-    },
-    Field {
-        key: "namespace_exists",
-        json: |r| json!(r.namespace_exists),
-        column: None,
-    },
-    Field {
-        key: "namespace_profiles",
-        json: |r| json!(r.namespace_profiles),
-        column: None,
-    },
-    Field {
-        key: "rules",
-        json: |r| json!(r.rules),
-        column: col(11, "RULES", false, |_, r| num(r.rules)),
-    },
-    Field {
-        key: "rules_file",
-        json: |r| json!(r.rules_file),
-        column: None,
-    },
-    Field {
-        key: "denials",
-        json: |r| json!(r.denials),
-        column: col(12, "DENIALS", false, |_, r| num(r.denials)),
-    },
-    Field {
-        key: "confined",
-        json: |r| json!(r.confined),
-        column: None,
-    },
-    Field {
-        key: "problems",
-        json: |r| json!(r.problems),
-        column: col(13, "PROBLEMS", true, |_, r| cell(&r.problems.join("; "))),
-    },
+    ),
+    field("namespace_exists", |r| json!(r.namespace_exists), None),
+    field("namespace_profiles", |r| json!(r.namespace_profiles), None),
+    field(
+        "rules",
+        |r| json!(r.rules),
+        col(11, "RULES", false, |_, r| num(r.rules)),
+    ),
+    field("rules_file", |r| json!(r.rules_file), None),
+    field(
+        "denials",
+        |r| json!(r.denials),
+        col(12, "DENIALS", false, |_, r| num(r.denials)),
+    ),
+    field("confined", |r| json!(r.confined), None),
+    field(
+        "problems",
+        |r| json!(r.problems),
+        col(13, "PROBLEMS", true, |_, r| cell(&r.problems.join("; "))),
+    ),
 ];
 
 impl Serialize for GuestRow {
