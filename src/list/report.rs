@@ -1,5 +1,5 @@
 //! Reporting a [`ListReport`]: the table, the wide table and JSON, all driven
-//! by one field table ([`FIELDS`]).
+//! by one field table (`FIELDS`).
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
