@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::gather::Kernel;
+use super::gather::KernelFacts;
 use super::{denials, GuestRow, ListOptions};
 use crate::apparmor::{process_label, Label, Mode};
 use crate::guest::GuestKind;
@@ -17,7 +17,7 @@ use crate::policy::files;
 /// What assessing a guest reads: gathered once for all of them.
 pub(super) struct Ctx<'a> {
     pub(super) opts: &'a ListOptions,
-    pub(super) kernel: &'a Kernel,
+    pub(super) kernel: &'a KernelFacts,
     pub(super) summary: &'a denials::Summary,
     pub(super) present: &'a HashSet<String>,
 }
@@ -344,7 +344,7 @@ mod tests {
             lxc_layout: crate::lxc::Layout::under(root),
             log: LogChoice::Off,
         };
-        let kernel = Kernel::read(&opts.root);
+        let kernel = KernelFacts::read(&opts.root);
         let summary = denials::Summary::default();
         let present = HashSet::new();
         let ctx = Ctx {

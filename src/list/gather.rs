@@ -18,15 +18,15 @@ use crate::libvirt::profile::Layout;
 use crate::lxc::sys as lxc;
 
 /// What the kernel says, read once.
-pub(super) struct Kernel {
+pub(super) struct KernelFacts {
     pub(super) status: KernelStatus,
     pub(super) profiles: Option<LoadedProfiles>,
     pub(super) profiles_error: Option<String>,
     pub(super) ns_stacked: Option<bool>,
 }
 
-impl Kernel {
-    pub(super) fn read(root: &Root) -> Kernel {
+impl KernelFacts {
+    pub(super) fn read(root: &Root) -> KernelFacts {
         let status = root.kernel_status();
         let (mut profiles, mut profiles_error, mut ns_stacked) = (None, None, None);
         if status.is_available() {
@@ -36,7 +36,7 @@ impl Kernel {
             }
             ns_stacked = root.ns_view().map(|v| v.stacked);
         }
-        Kernel {
+        KernelFacts {
             status,
             profiles,
             profiles_error,
@@ -102,7 +102,7 @@ pub fn gather(
             })
             .collect();
         let root = opts.root.clone();
-        let kernel = tokio::task::spawn_blocking(move || Kernel::read(&root));
+        let kernel = tokio::task::spawn_blocking(move || KernelFacts::read(&root));
         let (log, rootp) = (opts.log.clone(), opts.root.path().to_path_buf());
         let summary = tokio::task::spawn_blocking(move || denials::read(&log, &rootp, &keep));
         let layout = opts.layout.clone();
@@ -118,7 +118,7 @@ pub fn gather(
         (lv_out, lx_out, kernel.await, summary.await, present.await)
     });
     let join = |e: tokio::task::JoinError| format!("internal error: a listing task failed: {e}");
-    let kernel = kernel.unwrap_or_else(|e| Kernel {
+    let kernel = kernel.unwrap_or_else(|e| KernelFacts {
         status: KernelStatus::Unavailable(join(e)),
         profiles: None,
         profiles_error: None,
