@@ -81,7 +81,7 @@ pub struct Target {
 
 /// What happened to one profile.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum ReloadOutcome {
     /// Replaced from its file.
     Reloaded,
     /// `--dry-run`: would have been replaced.
@@ -95,28 +95,28 @@ pub enum Outcome {
 
 /// The result of [`reload`]: every profile considered, in profile order.
 #[derive(Debug, Default)]
-pub struct Report {
+pub struct ReloadReport {
     /// Each target with what happened to it.
-    pub done: Vec<(Target, Outcome)>,
+    pub done: Vec<(Target, ReloadOutcome)>,
     /// Guest sources that could not be listed (the profiles on disk were
     /// still reloaded).
     pub warnings: Vec<String>,
 }
 
-impl Report {
+impl ReloadReport {
     /// True when any profile failed to reload.
     pub fn failed(&self) -> bool {
         self.done
             .iter()
-            .any(|(_, o)| matches!(o, Outcome::Failed(_)))
+            .any(|(_, o)| matches!(o, ReloadOutcome::Failed(_)))
     }
 }
 
 /// Where to look and how to load.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct ReloadOptions {
     /// Guests, kernel and layouts, as for `list` (its log choice is unused).
-    pub list: list::Options,
+    pub list: list::ListOptions,
     /// The parser (the cache directory is set per layout).
     pub parser: Parser,
     /// Report what would be reloaded; load nothing.
@@ -126,11 +126,11 @@ pub struct Options {
 /// Every aa-virt profile file of a local guest, by profile name, with
 /// whether the kernel has it loaded; plus the guest rows for name lookup.
 fn targets(
-    opts: &Options,
+    opts: &ReloadOptions,
     loaded: &crate::apparmor::securityfs::LoadedProfiles,
-) -> Result<(BTreeMap<String, Target>, list::Report), ReloadError> {
+) -> Result<(BTreeMap<String, Target>, list::ListReport), ReloadError> {
     let o = &opts.list;
-    let report = list::list(&list::Options {
+    let report = list::list(&list::ListOptions {
         log: list::LogChoice::Off,
         ..o.clone()
     })?;
@@ -192,7 +192,7 @@ fn targets(
 fn select(
     arg: &str,
     all: &BTreeMap<String, Target>,
-    report: &list::Report,
+    report: &list::ListReport,
 ) -> Result<Option<String>, ReloadError> {
     if all.contains_key(arg) {
         return Ok(Some(arg.to_string()));
@@ -223,7 +223,7 @@ fn select(
 }
 
 /// Reload the loaded profiles of `guests` (all of aa-virt's when empty).
-pub fn reload(opts: &Options, guests: &[String]) -> Result<Report, ReloadError> {
+pub fn reload(opts: &ReloadOptions, guests: &[String]) -> Result<ReloadReport, ReloadError> {
     let root = &opts.list.root;
     let kernel = crate::apparmor::select(SystemKernel::at(root.clone()));
     if let KernelStatus::Unavailable(r) = kernel.status() {
@@ -231,7 +231,7 @@ pub fn reload(opts: &Options, guests: &[String]) -> Result<Report, ReloadError> 
     }
     let loaded = root.profiles()?;
     let (all, listed) = targets(opts, &loaded)?;
-    let mut report = Report {
+    let mut report = ReloadReport {
         warnings: listed
             .errors()
             .map(|s| {
@@ -243,7 +243,7 @@ pub fn reload(opts: &Options, guests: &[String]) -> Result<Report, ReloadError> 
                 )
             })
             .collect(),
-        ..Report::default()
+        ..ReloadReport::default()
     };
     let chosen: Vec<&Target> = if guests.is_empty() {
         all.values().filter(|t| t.loaded).collect()
@@ -263,9 +263,9 @@ pub fn reload(opts: &Options, guests: &[String]) -> Result<Report, ReloadError> 
     };
     for t in chosen {
         let outcome = if !t.loaded {
-            Outcome::NotLoaded
+            ReloadOutcome::NotLoaded
         } else if opts.dry_run {
-            Outcome::WouldReload
+            ReloadOutcome::WouldReload
         } else {
             replace(opts, kernel.as_ref(), t)
         };
@@ -276,7 +276,7 @@ pub fn reload(opts: &Options, guests: &[String]) -> Result<Report, ReloadError> 
 
 /// Replace one profile under the guest's lock, with the parser and cache
 /// the helper and hooks use for that kind of guest.
-fn replace(opts: &Options, kernel: &dyn Kernel, t: &Target) -> Outcome {
+fn replace(opts: &ReloadOptions, kernel: &dyn Kernel, t: &Target) -> ReloadOutcome {
     let o = &opts.list;
     let (lock_dir, parser, hint) = match t.kind {
         GuestKind::Qemu => (
@@ -300,7 +300,7 @@ fn replace(opts: &Options, kernel: &dyn Kernel, t: &Target) -> Outcome {
     let _lock = match store::lock(lock_dir, &t.profile) {
         Ok(l) => l,
         Err(source) => {
-            return Outcome::Failed(ReloadError::Lock {
+            return ReloadOutcome::Failed(ReloadError::Lock {
                 guest: t.guest.clone(),
                 profile: t.profile.clone(),
                 source,
@@ -319,15 +319,15 @@ fn replace(opts: &Options, kernel: &dyn Kernel, t: &Target) -> Outcome {
         LoadWhen::IfLoaded,
     );
     match done {
-        Ok(d) if d.loaded => Outcome::Reloaded,
-        Ok(_) => Outcome::NotLoaded,
-        Err(LoadError::Parser(source)) => Outcome::Failed(ReloadError::Replace {
+        Ok(d) if d.loaded => ReloadOutcome::Reloaded,
+        Ok(_) => ReloadOutcome::NotLoaded,
+        Err(LoadError::Parser(source)) => ReloadOutcome::Failed(ReloadError::Replace {
             guest: t.guest.clone(),
             path: t.path.clone(),
             hint,
             source: Box::new(source),
         }),
-        Err(LoadError::Store(source)) => Outcome::Failed(ReloadError::Lock {
+        Err(LoadError::Store(source)) => ReloadOutcome::Failed(ReloadError::Lock {
             guest: t.guest.clone(),
             profile: t.profile.clone(),
             source,

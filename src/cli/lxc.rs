@@ -250,7 +250,7 @@ pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32
     };
     match hook::run(&env, &settings, &templates) {
         Ok(out) => {
-            if let hook::Outcome::Unconfined(why) = &out {
+            if let hook::LxcHookOutcome::Unconfined(why) = &out {
                 eprintln!(
                     "aa-virt: warning: container {} runs unconfined: {why}",
                     env.name

@@ -124,9 +124,9 @@ pub struct Targets {
 }
 
 impl Targets {
-    fn options(&self) -> aa_virt::list::Options {
-        use aa_virt::list::{LogChoice, Options};
-        let mut o = Options::system();
+    fn options(&self) -> aa_virt::list::ListOptions {
+        use aa_virt::list::{ListOptions, LogChoice};
+        let mut o = ListOptions::system();
         if !self.connect.is_empty() || !self.lxcpath.is_empty() {
             o.uris = self.connect.clone();
             o.default_uris = false;
@@ -157,7 +157,7 @@ pub struct ListArgs {
     pub targets: Targets,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
-    pub format: aa_virt::list::output::Format,
+    pub format: aa_virt::list::report::Format,
     /// Same as --format json (schema: docs/list.schema.json).
     #[arg(long)]
     pub json: bool,
@@ -201,7 +201,7 @@ pub struct ReloadArgs {
 }
 
 fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
-    use aa_virt::reload::{self, Outcome};
+    use aa_virt::reload::{self, ReloadOutcome};
     let config = aa_virt::config::Config::load(&a.config)?;
     let targets = Targets {
         connect: a.connect.clone(),
@@ -216,7 +216,7 @@ fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
     if std::env::var_os(aa_virt::lxc::ROOT_ENV).is_none_or(|v| v.is_empty()) {
         list.layout.cache_dir = config.cache_dir.clone();
     }
-    let opts = reload::Options {
+    let opts = reload::ReloadOptions {
         list,
         parser: config.parser(),
         dry_run: a.dry_run,
@@ -228,12 +228,12 @@ fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
     for (t, o) in &rep.done {
         let (g, p, f) = (&t.guest, &t.profile, t.path.display());
         match o {
-            Outcome::Reloaded => tracing::info!("guest {g}: reloaded {p} from {f}"),
-            Outcome::WouldReload => tracing::info!("guest {g}: would reload {p} from {f}"),
-            Outcome::NotLoaded => tracing::info!(
+            ReloadOutcome::Reloaded => tracing::info!("guest {g}: reloaded {p} from {f}"),
+            ReloadOutcome::WouldReload => tracing::info!("guest {g}: would reload {p} from {f}"),
+            ReloadOutcome::NotLoaded => tracing::info!(
                 "guest {g}: {p} is not loaded, left alone (it loads at the guest's next start)"
             ),
-            Outcome::Failed(e) => tracing::error!("{e}"),
+            ReloadOutcome::Failed(e) => tracing::error!("{e}"),
         }
     }
     if rep.done.is_empty() {
@@ -243,10 +243,10 @@ fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
 }
 
 fn cmd_list(a: &ListArgs) -> Result<i32, CliError> {
-    use aa_virt::list::output::{self, Format};
+    use aa_virt::list::report::{self, Format};
     let report = aa_virt::list::list(&a.targets.options())?;
     let format = if a.json { Format::Json } else { a.format };
-    print!("{}", output::render(&report, format));
+    print!("{}", report::render(&report, format));
     let mut code = EXIT_OK;
     for s in report.errors() {
         eprintln!("aa-virt: error: {}", s.error.as_deref().unwrap_or("?"));

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::helper_args::{parse_args, usage, Args, Extra, Mode, UsageError};
+use super::helper_args::{parse_args, usage, Args, Extra, HelperMode, UsageError};
 use super::profile::{self, Installed, Layout, ProfileError, Removed, Rendered};
 use super::{DomainError, ReadOptions};
 use crate::apparmor::{
@@ -196,7 +196,7 @@ impl Context {
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum HelperOutcome {
     /// Printed the help.
     Help,
     /// Dry run: printed what would be done.
@@ -224,9 +224,9 @@ pub fn run(
     args: &Args,
     xml: &mut dyn FnMut() -> Result<String, HelperError>,
     out: &mut dyn Write,
-) -> Result<Outcome, HelperError> {
+) -> Result<HelperOutcome, HelperError> {
     if args.help {
-        return Ok(Outcome::Help);
+        return Ok(HelperOutcome::Help);
     }
     let mode = args.mode.ok_or_else(|| {
         HelperError::Usage(UsageError("no mode given (one of -a -c -r -R -D)".into()))
@@ -239,20 +239,20 @@ pub fn run(
     let exists = std::fs::metadata(&profile_path)
         .map(|m| m.len() > 0)
         .unwrap_or(false);
-    if args.extra.is_some() && mode != Mode::Replace {
+    if args.extra.is_some() && mode != HelperMode::Replace {
         return Err(HelperError::Usage(UsageError(
             "-f and -F go with -r".into(),
         )));
     }
     match mode {
-        Mode::Add | Mode::Remove | Mode::Delete => {
+        HelperMode::Add | HelperMode::Remove | HelperMode::Delete => {
             if !exists {
                 return Err(HelperError::NoProfile(profile_path));
             }
             if args.dryrun {
                 let what = match mode {
-                    Mode::Add => "load",
-                    Mode::Remove => "unload",
+                    HelperMode::Add => "load",
+                    HelperMode::Remove => "unload",
                     _ => "unload, and delete the generated rules of",
                 };
                 writeln!(
@@ -260,12 +260,12 @@ pub fn run(
                     "dry run: would {what} {name} ({})",
                     profile_path.display()
                 )?;
-                return Ok(Outcome::DryRun);
+                return Ok(HelperOutcome::DryRun);
             }
             match mode {
-                Mode::Add => load(ctx, &name, &profile_path),
-                Mode::Remove => unload(ctx, &name),
-                _ => Ok(Outcome::Removed(profile::uninstall(
+                HelperMode::Add => load(ctx, &name, &profile_path),
+                HelperMode::Remove => unload(ctx, &name),
+                _ => Ok(HelperOutcome::Removed(profile::uninstall(
                     layout,
                     &name,
                     ctx.kernel.as_ref(),
@@ -273,8 +273,8 @@ pub fn run(
                 )?)),
             }
         }
-        Mode::Create | Mode::Replace => {
-            if mode == Mode::Create && exists {
+        HelperMode::Create | HelperMode::Replace => {
+            if mode == HelperMode::Create && exists {
                 return Err(HelperError::ProfileExists(profile_path));
             }
             let text = xml()?;
@@ -366,17 +366,17 @@ fn regenerate(
     ctx: &Context,
     guest: &Guest,
     name: &str,
-    mode: Mode,
+    mode: HelperMode,
     dryrun: bool,
     out: &mut dyn Write,
-) -> Result<Outcome, HelperError> {
+) -> Result<HelperOutcome, HelperError> {
     let r = profile::render(guest, &ctx.templates, ctx.complain(guest))?;
     for s in &guest.skipped {
         tracing::info!("guest {}: {}: no rule: {}", guest.name, s.origin, s.reason);
     }
     if dryrun {
         let path = ctx.layout.profile_path(name);
-        if mode == Mode::Create {
+        if mode == HelperMode::Create {
             writeln!(
                 out,
                 "dry run: would create profile {name} ({})",
@@ -391,9 +391,9 @@ fn regenerate(
         for rule in r.rules.rules() {
             writeln!(out, "{}", rule.render())?;
         }
-        return Ok(Outcome::DryRun);
+        return Ok(HelperOutcome::DryRun);
     }
-    Ok(Outcome::Installed(r.install(
+    Ok(HelperOutcome::Installed(r.install(
         guest,
         &ctx.layout,
         &ctx.templates,
@@ -414,7 +414,7 @@ fn append_file(
     f: &Path,
     dryrun: bool,
     out: &mut dyn Write,
-) -> Result<Outcome, HelperError> {
+) -> Result<HelperOutcome, HelperError> {
     let res = extra_resource(f);
     rules::check_name(&guest.name)?;
     let resolved = rules::vet(&guest.name, &res)?;
@@ -429,7 +429,7 @@ fn append_file(
         for rule in want.rules() {
             writeln!(out, "{}", rule.render())?;
         }
-        return Ok(Outcome::DryRun);
+        return Ok(HelperOutcome::DryRun);
     }
     if let KernelStatus::Unavailable(reason) = ctx.kernel.status() {
         return Err(ProfileError::NoKernel {
@@ -475,14 +475,14 @@ fn append_file(
             },
         )?;
         g.add(res);
-        return regenerate(ctx, &g, name, Mode::Replace, false, out);
+        return regenerate(ctx, &g, name, HelperMode::Replace, false, out);
     };
     // Widen in place or append: one rule per path, and no deny rule
     // anywhere that could outweigh it.
     let changed = doc.merge(&want, EXTRA_ORIGIN);
     let loaded = ctx.kernel.profile_mode(name).ok().flatten().is_some();
     if !changed && loaded {
-        return Ok(Outcome::AlreadyGranted);
+        return Ok(HelperOutcome::AlreadyGranted);
     }
     let gl = doc.includes().contains(&GL_ABSTRACTION);
     let files = doc.into_text();
@@ -495,7 +495,7 @@ fn append_file(
         rules: RuleSet::default(),
         gl,
     };
-    Ok(Outcome::Installed(r.install_locked(
+    Ok(HelperOutcome::Installed(r.install_locked(
         &guest,
         layout,
         &ctx.templates,
@@ -506,7 +506,7 @@ fn append_file(
 }
 
 /// `-a`: load the existing profile as it is.
-fn load(ctx: &Context, name: &str, path: &Path) -> Result<Outcome, HelperError> {
+fn load(ctx: &Context, name: &str, path: &Path) -> Result<HelperOutcome, HelperError> {
     if let KernelStatus::Unavailable(reason) = ctx.kernel.status() {
         return Err(HelperError::Load {
             profile: name.to_string(),
@@ -537,11 +537,11 @@ fn load(ctx: &Context, name: &str, path: &Path) -> Result<Outcome, HelperError> 
         },
     })?;
     txn.commit();
-    Ok(Outcome::Loaded)
+    Ok(HelperOutcome::Loaded)
 }
 
 /// `-R`: unload, keeping every file.
-fn unload(ctx: &Context, name: &str) -> Result<Outcome, HelperError> {
+fn unload(ctx: &Context, name: &str) -> Result<HelperOutcome, HelperError> {
     let _lock = store::lock(&ctx.layout.lock_dir, name)?;
     let unloaded = ctx
         .kernel
@@ -550,7 +550,7 @@ fn unload(ctx: &Context, name: &str) -> Result<Outcome, HelperError> {
             profile: name.to_string(),
             source,
         })?;
-    Ok(Outcome::Removed(Removed {
+    Ok(HelperOutcome::Removed(Removed {
         unloaded,
         files_removed: false,
         profile_removed: false,
@@ -563,7 +563,7 @@ pub fn main(prog: &str, args: Vec<OsString>) -> i32 {
     let res = parse_args(args).map_err(HelperError::from).and_then(|a| {
         if a.help {
             print!("{}", usage(prog));
-            return Ok(Outcome::Help);
+            return Ok(HelperOutcome::Help);
         }
         let ctx = Context::from_env()?;
         let mut xml = || super::read_input("-").map_err(|e| HelperError::Input(e.to_string()));

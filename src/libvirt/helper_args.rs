@@ -14,7 +14,7 @@ pub struct UsageError(pub String);
 
 /// What the helper was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub enum HelperMode {
     /// `-a`: load an existing profile.
     Add,
     /// `-c`: create the profile, write its rules, load it.
@@ -40,7 +40,7 @@ pub enum Extra {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Args {
     /// The mode; the last one given wins, as with the reference.
-    pub mode: Option<Mode>,
+    pub mode: Option<HelperMode>,
     /// `-d`/`--dryrun`: print, write nothing, load nothing.
     pub dryrun: bool,
     /// `-u`: the profile name, `libvirt-<uuid>`.
@@ -115,11 +115,11 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Args, Usa
                 None
             };
             match name.as_str() {
-                "add" => a.mode = Some(Mode::Add),
-                "create" => a.mode = Some(Mode::Create),
-                "replace" => a.mode = Some(Mode::Replace),
-                "remove" => a.mode = Some(Mode::Remove),
-                "delete" => a.mode = Some(Mode::Delete),
+                "add" => a.mode = Some(HelperMode::Add),
+                "create" => a.mode = Some(HelperMode::Create),
+                "replace" => a.mode = Some(HelperMode::Replace),
+                "remove" => a.mode = Some(HelperMode::Remove),
+                "delete" => a.mode = Some(HelperMode::Delete),
                 "dryrun" => a.dryrun = true,
                 "help" => a.help = true,
                 "uuid" => a.uuid = value.map(|v| v.to_string_lossy().into_owned()),
@@ -155,11 +155,11 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Args, Usa
                 continue;
             }
             match c {
-                'a' => a.mode = Some(Mode::Add),
-                'c' => a.mode = Some(Mode::Create),
-                'r' => a.mode = Some(Mode::Replace),
-                'R' => a.mode = Some(Mode::Remove),
-                'D' => a.mode = Some(Mode::Delete),
+                'a' => a.mode = Some(HelperMode::Add),
+                'c' => a.mode = Some(HelperMode::Create),
+                'r' => a.mode = Some(HelperMode::Replace),
+                'R' => a.mode = Some(HelperMode::Remove),
+                'D' => a.mode = Some(HelperMode::Delete),
                 'd' => a.dryrun = true,
                 'h' => a.help = true,
                 _ => return usage(format!("unknown option -{}", c.escape_default())),

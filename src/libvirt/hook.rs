@@ -147,7 +147,7 @@ pub enum HookError {
 
 /// What a hook run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct HookOutcome {
     /// Text for stdout (the XML, for filters).
     pub stdout: Option<String>,
     /// One-line notes for the daemon's log (stderr).
@@ -203,13 +203,13 @@ impl Hook {
 
     /// Handle one hook call. `args` are libvirt's arguments after the
     /// object (`GUEST OP SUBOP EXTRA`); `xml` is stdin.
-    pub fn run(&self, object: &str, args: &[String], xml: &str) -> Result<Outcome, HookError> {
+    pub fn run(&self, object: &str, args: &[String], xml: &str) -> Result<HookOutcome, HookError> {
         if object != "qemu" {
             return Err(HookError::Object(object.to_string()));
         }
         let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
         let (guest_arg, op) = (arg(0), Op::parse(arg(1)));
-        let mut out = Outcome::default();
+        let mut out = HookOutcome::default();
         if let Op::Unknown(name) = &op {
             out.notes.push(format!(
                 "ignoring unknown hook operation {name:?} for guest {guest_arg}"
@@ -239,7 +239,7 @@ impl Hook {
     }
 
     /// Render, write and load (or verify) the guest's profile.
-    fn ensure(&self, op: &Op, guest: &Guest, out: &mut Outcome) -> Result<(), HookError> {
+    fn ensure(&self, op: &Op, guest: &Guest, out: &mut HookOutcome) -> Result<(), HookError> {
         let perr = |source| HookError::Profile {
             op: op.name().into(),
             source: Box::new(source),
@@ -306,7 +306,7 @@ impl Hook {
     }
 
     /// Unload the profile and remove (or keep) the generated rules.
-    fn release(&self, op: &Op, guest: &Guest, out: &mut Outcome) -> Result<(), HookError> {
+    fn release(&self, op: &Op, guest: &Guest, out: &mut HookOutcome) -> Result<(), HookError> {
         let perr = |source| HookError::Profile {
             op: op.name().into(),
             source: Box::new(source),

@@ -9,7 +9,8 @@ use std::time::UNIX_EPOCH;
 use serde::Serialize;
 
 use super::denials::Record;
-use super::{gather, AppArmorInfo, GuestRow, ListError, Options, SCHEMA_VERSION};
+use super::report::yes_no as yn;
+use super::{gather, AppArmorInfo, GuestRow, ListError, ListOptions, SCHEMA_VERSION};
 use crate::guest::GuestKind;
 use crate::libvirt::{self, conn::Conn};
 use crate::lxc::sys as lxc;
@@ -165,7 +166,7 @@ fn rules_from_xml(uri: &str, name: &str) -> Result<Vec<ReadRule>, String> {
 }
 
 /// Gather the detail of one guest.
-pub fn status(opts: &Options, name: &str) -> Result<Detail, ListError> {
+pub fn status(opts: &ListOptions, name: &str) -> Result<Detail, ListError> {
     let (report, summary) = gather(opts, |r: &Record| r.kind == "DENIED")?;
     let where_ = report
         .sources
@@ -353,14 +354,6 @@ pub fn fmt_time(secs: u64) -> String {
 
 fn opt(v: Option<&str>) -> &str {
     v.filter(|s| !s.is_empty()).unwrap_or("-")
-}
-
-fn yn(v: Option<bool>, unknown: &str) -> String {
-    match v {
-        Some(true) => "yes".into(),
-        Some(false) => "no".into(),
-        None => unknown.into(),
-    }
 }
 
 /// The text form.

@@ -21,11 +21,60 @@ use crate::store::{self, Txn};
 use super::profile::{self, Container};
 use super::{probe_options, Layout, LxcError};
 
+/// Which hook LXC runs (`LXC_HOOK_TYPE`), as [`crate::libvirt::hook::Op`]
+/// names the libvirt hook's operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookType {
+    /// `pre-start`: before the container's namespaces exist; loads the
+    /// profile (and makes the policy namespace).
+    PreStart,
+    /// `start-host`: init runs; checks its label.
+    StartHost,
+    /// `post-stop`: the container stopped; cleans up.
+    PostStop,
+    /// Any other hook (`pre-mount`, `mount`, `stop`, ...): nothing to do.
+    Other(String),
+}
+
+impl HookType {
+    /// LXC's name for a hook.
+    pub fn parse(s: &str) -> HookType {
+        match s {
+            "pre-start" => HookType::PreStart,
+            "start-host" => HookType::StartHost,
+            "post-stop" => HookType::PostStop,
+            other => HookType::Other(other.to_string()),
+        }
+    }
+
+    /// The name LXC uses.
+    pub fn as_str(&self) -> &str {
+        match self {
+            HookType::PreStart => "pre-start",
+            HookType::StartHost => "start-host",
+            HookType::PostStop => "post-stop",
+            HookType::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for HookType {
+    fn from(s: &str) -> HookType {
+        HookType::parse(s)
+    }
+}
+
+impl std::fmt::Display for HookType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What LXC told the hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookEnv {
-    /// `pre-start`, `start-host`, `post-stop`, ...
-    pub hook_type: String,
+    /// Which hook.
+    pub hook_type: HookType,
     /// The container.
     pub name: String,
     /// Its config file.
@@ -41,6 +90,7 @@ impl HookEnv {
         let hook_type = get("LXC_HOOK_TYPE")
             .filter(|s| !s.is_empty())
             .or_else(|| args.get(2).cloned())
+            .map(|t| HookType::parse(&t))
             .ok_or_else(|| {
                 LxcError::Hook("no hook type: LXC_HOOK_TYPE is not set and there are no `NAME lxc HOOKTYPE` arguments (is this run by LXC?)".into())
             })?;
@@ -93,7 +143,7 @@ pub struct Settings {
 
 /// What a hook run did, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum LxcHookOutcome {
     /// pre-start loaded the profile (and made the namespace).
     Loaded {
         /// The label init will get.
@@ -118,10 +168,10 @@ pub enum Outcome {
     Ignored,
 }
 
-impl std::fmt::Display for Outcome {
+impl std::fmt::Display for LxcHookOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Outcome::Loaded {
+            LxcHookOutcome::Loaded {
                 label,
                 changed,
                 namespace_created,
@@ -135,8 +185,8 @@ impl std::fmt::Display for Outcome {
                     "existed"
                 }
             ),
-            Outcome::Verified(l) => write!(f, "init runs as {l}"),
-            Outcome::Cleaned {
+            LxcHookOutcome::Verified(l) => write!(f, "init runs as {l}"),
+            LxcHookOutcome::Cleaned {
                 namespace_removed,
                 unloaded,
             } => write!(
@@ -149,8 +199,8 @@ impl std::fmt::Display for Outcome {
                 },
                 if *unloaded { "unloaded" } else { "not loaded" }
             ),
-            Outcome::Unconfined(why) => write!(f, "running unconfined as allowed: {why}"),
-            Outcome::Ignored => f.write_str("nothing to do"),
+            LxcHookOutcome::Unconfined(why) => write!(f, "running unconfined as allowed: {why}"),
+            LxcHookOutcome::Ignored => f.write_str("nothing to do"),
         }
     }
 }
@@ -203,14 +253,14 @@ fn host_check(
 }
 
 /// Run one hook.
-pub fn run(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<Outcome, LxcError> {
-    match env.hook_type.as_str() {
-        "pre-start" => pre_start(env, s, templates),
-        "start-host" => start_host(env, s),
-        "post-stop" => post_stop(env, s),
-        other => {
+pub fn run(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<LxcHookOutcome, LxcError> {
+    match &env.hook_type {
+        HookType::PreStart => pre_start(env, s, templates),
+        HookType::StartHost => start_host(env, s),
+        HookType::PostStop => post_stop(env, s),
+        HookType::Other(other) => {
             tracing::debug!("container {}: hook {other}: nothing to do", env.name);
-            Ok(Outcome::Ignored)
+            Ok(LxcHookOutcome::Ignored)
         }
     }
 }
@@ -220,11 +270,15 @@ fn kernel(s: &Settings) -> Box<dyn Kernel + Send + Sync> {
     select(SystemKernel::at(s.root.clone()))
 }
 
-fn pre_start(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<Outcome, LxcError> {
+fn pre_start(
+    env: &HookEnv,
+    s: &Settings,
+    templates: &Templates,
+) -> Result<LxcHookOutcome, LxcError> {
     let ct = Container::from_config_file(&env.name, &env.config)?;
     let mode = configured(&ct)?;
     if let Some(why) = host_check(&ct, mode, s)? {
-        return Ok(Outcome::Unconfined(why));
+        return Ok(LxcHookOutcome::Unconfined(why));
     }
     let names = ct.names();
     let rendered = profile::render(&ct, mode, templates, probe_options(&s.parser))?;
@@ -260,7 +314,7 @@ fn pre_start(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<Outco
     match done {
         Ok(done) => {
             txn.commit();
-            Ok(Outcome::Loaded {
+            Ok(LxcHookOutcome::Loaded {
                 label: names.label(mode),
                 changed: done.written[0],
                 namespace_created,
@@ -289,11 +343,11 @@ fn pre_start(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<Outco
     }
 }
 
-fn start_host(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
+fn start_host(env: &HookEnv, s: &Settings) -> Result<LxcHookOutcome, LxcError> {
     let ct = Container::from_config_file(&env.name, &env.config)?;
     let mode = configured(&ct)?;
     if let Some(why) = host_check(&ct, mode, s)? {
-        return Ok(Outcome::Unconfined(why));
+        return Ok(LxcHookOutcome::Unconfined(why));
     }
     let pid = env.pid.ok_or_else(|| {
         LxcError::Hook(format!("container {}: start-host without LXC_PID", ct.name))
@@ -306,7 +360,7 @@ fn start_host(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
         None => label.to_string(),
     };
     if want.contains(&got) {
-        Ok(Outcome::Verified(got))
+        Ok(LxcHookOutcome::Verified(got))
     } else {
         Err(LxcError::LabelMismatch {
             container: ct.name.clone(),
@@ -317,7 +371,7 @@ fn start_host(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
     }
 }
 
-fn post_stop(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
+fn post_stop(env: &HookEnv, s: &Settings) -> Result<LxcHookOutcome, LxcError> {
     let ct = Container::from_config_file(&env.name, &env.config)?;
     let names = ct.names();
     let kernel = kernel(s);
@@ -326,7 +380,7 @@ fn post_stop(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
             "container {}: AppArmor not available, nothing to clean",
             ct.name
         );
-        return Ok(Outcome::Cleaned {
+        return Ok(LxcHookOutcome::Cleaned {
             namespace_removed: false,
             unloaded: false,
         });
@@ -361,7 +415,7 @@ fn post_stop(env: &HookEnv, s: &Settings) -> Result<Outcome, LxcError> {
             path: s.root.apparmor_dir().join(".remove"),
             source,
         })?;
-    Ok(Outcome::Cleaned {
+    Ok(LxcHookOutcome::Cleaned {
         namespace_removed,
         unloaded,
     })
@@ -392,7 +446,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(e.hook_type, "start-host");
+        assert_eq!(e.hook_type, HookType::StartHost);
         assert_eq!(e.pid, Some(42));
     }
 
@@ -403,7 +457,7 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         let e = HookEnv::new(env(&[("LXC_CONFIG_FILE", "/x/c1/config")]), &args).unwrap();
-        assert_eq!((e.hook_type.as_str(), e.name.as_str()), ("post-stop", "c1"));
+        assert_eq!((&e.hook_type, e.name.as_str()), (&HookType::PostStop, "c1"));
         assert_eq!(e.pid, None);
     }
 

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 /// Errors from liblxc.
 #[derive(Debug, thiserror::Error)]
-pub enum LxcError {
+pub enum LiblxcError {
     /// The lxcpath cannot be passed to C (it contains a NUL byte).
     #[error("lxcpath {0:?} contains a NUL byte")]
     BadPath(PathBuf),
@@ -152,11 +152,11 @@ fn load() -> Result<Api, String> {
 }
 
 /// liblxc, loaded on first use.
-fn api() -> Result<&'static Api, LxcError> {
+fn api() -> Result<&'static Api, LiblxcError> {
     static API: OnceLock<Result<Api, String>> = OnceLock::new();
     API.get_or_init(load)
         .as_ref()
-        .map_err(|e| LxcError::NotInstalled(e.clone()))
+        .map_err(|e| LiblxcError::NotInstalled(e.clone()))
 }
 
 /// liblxc's version string; empty when liblxc is not installed.
@@ -296,13 +296,13 @@ fn describe(h: &Handle, lxcpath: &Path) -> Option<Container> {
     })
 }
 
-fn c_path(p: &Path) -> Result<CString, LxcError> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| LxcError::BadPath(p.to_path_buf()))
+fn c_path(p: &Path) -> Result<CString, LiblxcError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| LiblxcError::BadPath(p.to_path_buf()))
 }
 
 /// Every container (defined or running) in `lxcpath`, sorted by name. A
 /// missing lxcpath has no containers.
-pub fn list(lxcpath: &Path) -> Result<Vec<Container>, LxcError> {
+pub fn list(lxcpath: &Path) -> Result<Vec<Container>, LiblxcError> {
     if !lxcpath.exists() {
         return Ok(Vec::new());
     }
@@ -335,7 +335,7 @@ pub fn list(lxcpath: &Path) -> Result<Vec<Container>, LxcError> {
         libc::free(cret.cast());
     }
     if n < 0 {
-        return Err(LxcError::List {
+        return Err(LiblxcError::List {
             lxcpath: lxcpath.to_path_buf(),
         });
     }
@@ -348,10 +348,10 @@ pub fn list(lxcpath: &Path) -> Result<Vec<Container>, LxcError> {
 }
 
 /// One container by name; `Ok(None)` when it is not defined in `lxcpath`.
-pub fn get(lxcpath: &Path, name: &str) -> Result<Option<Container>, LxcError> {
+pub fn get(lxcpath: &Path, name: &str) -> Result<Option<Container>, LiblxcError> {
     let api = api()?;
     let cpath = c_path(lxcpath)?;
-    let cname = CString::new(name).map_err(|_| LxcError::BadName(name.to_string()))?;
+    let cname = CString::new(name).map_err(|_| LiblxcError::BadName(name.to_string()))?;
     // SAFETY: valid C strings; returns a new reference or NULL.
     let p = unsafe { (api.container_new)(cname.as_ptr(), cpath.as_ptr()) };
     if p.is_null() {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use aa_virt::apparmor::fake::FakeTree;
 use aa_virt::apparmor::features::write_fake_features;
 use aa_virt::apparmor::{ContainerMode, Parser, Root};
-use aa_virt::lxc::hook::{self, HookEnv, Outcome, Settings};
+use aa_virt::lxc::hook::{self, HookEnv, LxcHookOutcome as Outcome, Settings};
 use aa_virt::lxc::{self as lxc, profile, Container, Layout, LxcError};
 use aa_virt::policy::Templates;
 
