@@ -5,17 +5,24 @@
 //! The kernel side is read below a [`Root`] so unit tests run against a
 //! fake securityfs tree; the parser side runs the real `apparmor_parser`.
 
+use std::path::Path;
+
 use serde::Serialize;
 
+use super::feature_set::{read_features_file, Apparmor4, Source};
 use super::parser::{Parser, ParserError};
 use super::securityfs::Root;
 use super::securityfs::{status_at, KernelStatus};
+use crate::policy::abi::{self, HostSupport, ProfileKind};
+use crate::policy::template::HOST_APPARMOR_D;
 
 /// The oldest `features/domain/version` that can stack (`a//&b`).
 pub const STACKING_MIN_VERSION: (u32, u32) = (1, 2);
 
-/// Rules probed by compiling a one-rule profile: name and rule text.
+/// Rules probed by compiling a one-rule profile: name and rule text. A
+/// rule that starts with `abi ` is compiled before an empty profile.
 pub const PROBES: &[(&str, &str)] = &[
+    ("abi/4.0", "abi <abi/4.0>,"),
     ("userns", "userns,"),
     ("io_uring", "io_uring,"),
     ("mqueue", "mqueue,"),
@@ -54,6 +61,9 @@ pub struct ParserFeatures {
     pub error: Option<String>,
     /// The probes, in [`PROBES`] order.
     pub probes: Vec<Probe>,
+    /// The policy ABI files the parser can name (`3.0`, `4.0`: the files
+    /// in its base directory's `abi/`).
+    pub abi_files: Vec<String>,
 }
 
 impl ParserFeatures {
@@ -72,7 +82,12 @@ pub fn probe_rule(parser: &Parser, rule: &str) -> Result<bool, ParserError> {
         source,
     })?;
     let file = dir.join("aa-virt-probe");
-    let res = std::fs::write(&file, format!("profile aa-virt-probe {{\n  {rule}\n}}\n"))
+    let text = if rule.starts_with("abi ") {
+        format!("{rule}\nprofile aa-virt-probe {{\n}}\n")
+    } else {
+        format!("profile aa-virt-probe {{\n  {rule}\n}}\n")
+    };
+    let res = std::fs::write(&file, text)
         .map_err(|source| ParserError::Spawn {
             bin: parser.bin.clone(),
             source,
@@ -108,6 +123,57 @@ pub fn probe_parser(parser: &Parser) -> ParserFeatures {
         version,
         error,
         probes,
+        abi_files: abi_files(&parser_base(parser)),
+    }
+}
+
+fn parser_base(parser: &Parser) -> std::path::PathBuf {
+    parser
+        .base
+        .clone()
+        .unwrap_or_else(|| HOST_APPARMOR_D.into())
+}
+
+/// The ABI versions in `base/abi/` (`3.0`, `4.0`), sorted; the
+/// `kernel-*` files there are not ABIs aa-virt would declare.
+fn abi_files(base: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(base.join("abi"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| parse_version(n).is_some())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by_key(|n| parse_version(n));
+    v
+}
+
+/// The AppArmor 4 mediation classes of the kernel, or, when the kernel
+/// has no AppArmor, of the features file the parser compiles against
+/// (`None` when neither can be read).
+fn apparmor4(root: &Root, features_file: Option<&Path>) -> Option<Apparmor4> {
+    if root.kernel_status().is_available() {
+        return Some(Apparmor4::read(&Source::Kernel(root), "kernel"));
+    }
+    let f = features_file?;
+    let map = read_features_file(f).ok()?;
+    Some(Apparmor4::read(
+        &Source::File(&map),
+        &format!("features file {}", f.display()),
+    ))
+}
+
+/// What this host supports for profile text (the policy ABI, AppArmor 4
+/// rules): the parser's ABI files, and `userns,` where the parser compiles
+/// it and the kernel (or its features file) mediates user namespaces. The
+/// ABI each kind of profile declares is [`abi::choose`]'s decision.
+pub fn host_support(parser: &Parser) -> HostSupport {
+    let files = HostSupport::from_files(&parser_base(parser));
+    let kernel_userns =
+        apparmor4(&Root::default(), parser.features.as_deref()).is_some_and(|a| a.userns);
+    HostSupport {
+        abi_4_0: files.abi_4_0,
+        userns: kernel_userns && probe_rule(parser, "userns,").unwrap_or(false),
     }
 }
 
@@ -147,9 +213,13 @@ pub struct Features {
     pub namespaces: bool,
     /// Mount mediation: `features/mount/mask` exists.
     pub mount: bool,
-    /// User-namespace creation is mediated:
-    /// `features/namespaces/userns_create` exists.
+    /// User-namespace creation is mediated: `features/namespaces/mask`
+    /// lists `userns_create` (upstream kernels) or
+    /// `features/namespaces/userns_create` exists (Ubuntu's).
     pub userns_mediation: bool,
+    /// AppArmor 4's mediation classes, from the kernel or, when it has no
+    /// AppArmor and the parser was probed, from the parser's features file.
+    pub apparmor4: Option<Apparmor4>,
     /// The parser's side, when probed.
     pub parser: Option<ParserFeatures>,
 }
@@ -181,7 +251,8 @@ impl Features {
             ns_name: view.map(|v| v.name),
             namespaces: root.has_feature("namespaces"),
             mount: root.has_feature("mount/mask"),
-            userns_mediation: root.has_feature("namespaces/userns_create"),
+            userns_mediation: Apparmor4::read(&Source::Kernel(root), "kernel").userns,
+            apparmor4: available.then(|| Apparmor4::read(&Source::Kernel(root), "kernel")),
             parser: None,
         }
     }
@@ -190,7 +261,20 @@ impl Features {
     pub fn detect(root: &Root, parser: &Parser) -> Features {
         let mut f = Features::kernel(root);
         f.parser = Some(probe_parser(parser));
+        if f.apparmor4.is_none() {
+            f.apparmor4 = apparmor4(root, parser.features.as_deref());
+        }
         f
+    }
+
+    /// What the probed parser and the features support for profile text,
+    /// as [`host_support`] finds it; `None` before the parser is probed.
+    pub fn host_support(&self) -> Option<HostSupport> {
+        let p = self.parser.as_ref()?;
+        Some(HostSupport {
+            abi_4_0: p.abi_files.iter().any(|f| f == "4.0") && p.supports("abi/4.0"),
+            userns: p.supports("userns") && self.apparmor4.as_ref().is_some_and(|a| a.userns),
+        })
     }
 
     /// How a container can be confined, or why it cannot (the message is
@@ -279,6 +363,42 @@ impl Features {
                     yn(pr.supported)
                 ));
             }
+            s.push_str(&format!(
+                "  policy ABI files:    {}\n",
+                if p.abi_files.is_empty() {
+                    "none".to_string()
+                } else {
+                    p.abi_files.join(" ")
+                }
+            ));
+        }
+        if let Some(a) = &self.apparmor4 {
+            let or_no = |v: &Option<String>| v.clone().unwrap_or_else(|| "no".into());
+            s.push_str(&format!("AppArmor 4 mediation:  ({})\n", a.source));
+            s.push_str(&format!("  userns:              {}\n", yn(a.userns)));
+            s.push_str(&format!("  io_uring:            {}\n", or_no(&a.io_uring)));
+            s.push_str(&format!("  mqueue:              {}\n", or_no(&a.mqueue)));
+            s.push_str(&format!("  unix (fine-grained): {}\n", yn(a.unix)));
+            s.push_str(&format!(
+                "  policy permstable32: {}\n",
+                or_no(&a.permstable32)
+            ));
+        }
+        if let Some(h) = self.host_support() {
+            let decl = |k| {
+                let p = abi::choose(k, h);
+                format!(
+                    "abi/{}{}",
+                    p.abi.version(),
+                    if p.userns { " + userns" } else { "" }
+                )
+            };
+            s.push_str(&format!(
+                "profiles declare:      libvirt guests {}, LXC containers {}, aa-virt {}\n",
+                decl(ProfileKind::LibvirtGuest),
+                decl(ProfileKind::LxcContainer),
+                decl(ProfileKind::AaVirt)
+            ));
         }
         s.push_str(&format!(
             "LXC containers:        {}\n",
