@@ -74,6 +74,16 @@ add_deb_src() {
     echo "libvirt-suite: added deb-src entries derived from the existing apt sources" >&2
 }
 
+# Move the source unpacked in $work into the cache as $src.
+install_source() {
+    dir=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'libvirt-*' | head -n1)
+    [ -n "$dir" ] && [ -f "$dir/tests/virt-aa-helper-test" ] ||
+        { rm -rf "$work"; die "the unpacked source has no tests/virt-aa-helper-test"; }
+    rm -rf "$src"
+    mv "$dir" "$src"
+    rm -rf "$work"
+}
+
 if [ ! -f "$suite" ] && [ -n "$root" ]; then
     # The chroot has a deb-src entry for its own suite: download there, and
     # unpack with the host's dpkg-source (the chroot has no dpkg-dev).
@@ -116,12 +126,7 @@ if [ ! -f "$suite" ] && [ -n "$root" ]; then
         fi
     fi
     rm -rf "$dl" "$dl.log"
-    dir=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'libvirt-*' | head -n1)
-    [ -n "$dir" ] && [ -f "$dir/tests/virt-aa-helper-test" ] ||
-        { rm -rf "$work"; die "the unpacked source has no tests/virt-aa-helper-test"; }
-    rm -rf "$src"
-    mv "$dir" "$src"
-    rm -rf "$work"
+    install_source
 fi
 if [ ! -f "$suite" ]; then
     command -v dpkg-source >/dev/null || die "dpkg-dev is not installed (apt-get source needs dpkg-source)"
@@ -133,12 +138,7 @@ if [ ! -f "$suite" ]; then
     (cd "$work" && apt-get source -qq "libvirt=$version" >"$work.log" 2>&1) ||
         { cat "$work.log" >&2; rm -rf "$work" "$work.log"; die "apt-get source libvirt=$version failed"; }
     rm -f "$work.log"
-    dir=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'libvirt-*' | head -n1)
-    [ -n "$dir" ] && [ -f "$dir/tests/virt-aa-helper-test" ] ||
-        { rm -rf "$work"; die "the unpacked source has no tests/virt-aa-helper-test"; }
-    rm -rf "$src"
-    mv "$dir" "$src"
-    rm -rf "$work"
+    install_source
 fi
 [ -n "$fetch_only" ] && { echo "$suite"; exit 0; }
 
