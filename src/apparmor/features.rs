@@ -13,8 +13,6 @@ use super::feature_set::{read_features_file, Apparmor4, Source};
 use super::parser::{Parser, ParserError};
 use super::securityfs::Root;
 use super::securityfs::{status_at, KernelStatus};
-use crate::policy::abi::{self, HostSupport, ProfileKind};
-use crate::policy::template::HOST_APPARMOR_D;
 
 /// The oldest `features/domain/version` that can stack (`a//&b`).
 pub const STACKING_MIN_VERSION: (u32, u32) = (1, 2);
@@ -123,15 +121,8 @@ pub fn probe_parser(parser: &Parser) -> ParserFeatures {
         version,
         error,
         probes,
-        abi_files: abi_files(&parser_base(parser)),
+        abi_files: abi_files(&parser.base_dir()),
     }
-}
-
-fn parser_base(parser: &Parser) -> std::path::PathBuf {
-    parser
-        .base
-        .clone()
-        .unwrap_or_else(|| HOST_APPARMOR_D.into())
 }
 
 /// The ABI versions in `base/abi/` (`3.0`, `4.0`), sorted; the
@@ -151,7 +142,7 @@ fn abi_files(base: &Path) -> Vec<String> {
 /// The AppArmor 4 mediation classes of the kernel, or, when the kernel
 /// has no AppArmor, of the features file the parser compiles against
 /// (`None` when neither can be read).
-fn apparmor4(root: &Root, features_file: Option<&Path>) -> Option<Apparmor4> {
+pub fn apparmor4(root: &Root, features_file: Option<&Path>) -> Option<Apparmor4> {
     if root.kernel_status().is_available() {
         return Some(Apparmor4::read(&Source::Kernel(root), "kernel"));
     }
@@ -161,20 +152,6 @@ fn apparmor4(root: &Root, features_file: Option<&Path>) -> Option<Apparmor4> {
         &Source::File(&map),
         &format!("features file {}", f.display()),
     ))
-}
-
-/// What this host supports for profile text (the policy ABI, AppArmor 4
-/// rules): the parser's ABI files, and `userns,` where the parser compiles
-/// it and the kernel (or its features file) mediates user namespaces. The
-/// ABI each kind of profile declares is [`abi::choose`]'s decision.
-pub fn host_support(parser: &Parser) -> HostSupport {
-    let files = HostSupport::from_files(&parser_base(parser));
-    let kernel_userns =
-        apparmor4(&Root::default(), parser.features.as_deref()).is_some_and(|a| a.userns);
-    HostSupport {
-        abi_4_0: files.abi_4_0,
-        userns: kernel_userns && probe_rule(parser, "userns,").unwrap_or(false),
-    }
 }
 
 /// How an LXC container can be confined on this host.
@@ -265,16 +242,6 @@ impl Features {
             f.apparmor4 = apparmor4(root, parser.features.as_deref());
         }
         f
-    }
-
-    /// What the probed parser and the features support for profile text,
-    /// as [`host_support`] finds it; `None` before the parser is probed.
-    pub fn host_support(&self) -> Option<HostSupport> {
-        let p = self.parser.as_ref()?;
-        Some(HostSupport {
-            abi_4_0: p.abi_files.iter().any(|f| f == "4.0") && p.supports("abi/4.0"),
-            userns: p.supports("userns") && self.apparmor4.as_ref().is_some_and(|a| a.userns),
-        })
     }
 
     /// How a container can be confined, or why it cannot (the message is
@@ -382,22 +349,6 @@ impl Features {
             s.push_str(&format!(
                 "  policy permstable32: {}\n",
                 or_no(&a.permstable32)
-            ));
-        }
-        if let Some(h) = self.host_support() {
-            let decl = |k| {
-                let p = abi::choose(k, h);
-                format!(
-                    "abi/{}{}",
-                    p.abi.version(),
-                    if p.userns { " + userns" } else { "" }
-                )
-            };
-            s.push_str(&format!(
-                "profiles declare:      libvirt guests {}, LXC containers {}, aa-virt {}\n",
-                decl(ProfileKind::LibvirtGuest),
-                decl(ProfileKind::LxcContainer),
-                decl(ProfileKind::AaVirt)
             ));
         }
         s.push_str(&format!(

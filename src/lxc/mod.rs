@@ -403,7 +403,7 @@ pub fn disable(
 pub fn probe_options(parser: &Parser) -> profile::RenderOptions {
     use crate::apparmor::features::probe_rule;
     profile::RenderOptions {
-        host: crate::apparmor::features::host_support(parser),
+        host: crate::policy::abi::HostSupport::probe(parser),
         nosymfollow: probe_rule(
             parser,
             "mount options=(ro, nosymfollow) -> /aa-virt-probe/,",

@@ -1,7 +1,7 @@
 //! The policy ABI each kind of profile aa-virt writes declares, and the
 //! AppArmor 4 rules it may carry: decided in one place, [`choose`], from
-//! what the host supports ([`HostSupport`], probed by
-//! `apparmor::features::host_support`).
+//! what the host supports ([`HostSupport`], probed through
+//! `apparmor::features`).
 //!
 //! An `abi <abi/X>,` line pins the features a profile is compiled against:
 //! a class the ABI does not name is not mediated, whatever the kernel can
@@ -15,6 +15,9 @@
 use std::path::Path;
 
 use serde::Serialize;
+
+use crate::apparmor::features::{apparmor4, probe_rule, Features};
+use crate::apparmor::{Parser, Root};
 
 /// A policy ABI, as declared by `abi <abi/VERSION>,`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,7 +55,7 @@ impl HostSupport {
     /// What can be told without running the parser: `abi_4_0` when
     /// `apparmor_d/abi/4.0` exists (the file `abi <abi/4.0>,` names, which
     /// only AppArmor 4's parser package ships); `userns` is left false
-    /// (it needs a parser probe: `apparmor::features::host_support`).
+    /// (it needs a parser probe: [`HostSupport::probe`]).
     /// A single `stat`, cheap enough for every guest start.
     pub fn from_files(apparmor_d: &Path) -> HostSupport {
         HostSupport {
@@ -60,6 +63,44 @@ impl HostSupport {
             userns: false,
         }
     }
+
+    /// Probe this host: the parser's ABI files, and `userns` where the
+    /// parser compiles the rule and the kernel (or, without AppArmor in the
+    /// kernel, the parser's features file) mediates user namespaces.
+    pub fn probe(parser: &Parser) -> HostSupport {
+        let kernel_userns =
+            apparmor4(&Root::default(), parser.features.as_deref()).is_some_and(|a| a.userns);
+        HostSupport {
+            userns: kernel_userns && probe_rule(parser, "userns,").unwrap_or(false),
+            ..HostSupport::from_files(&parser.base_dir())
+        }
+    }
+
+    /// The same from `aa-virt features`' findings; `None` when the parser
+    /// was not probed.
+    pub fn of(f: &Features) -> Option<HostSupport> {
+        let p = f.parser.as_ref()?;
+        Some(HostSupport {
+            abi_4_0: p.abi_files.iter().any(|v| v == "4.0") && p.supports("abi/4.0"),
+            userns: p.supports("userns") && f.apparmor4.as_ref().is_some_and(|a| a.userns),
+        })
+    }
+}
+
+/// The ABI (and AppArmor 4 rules) each kind of profile declares on `host`,
+/// for a report: `libvirt guests abi/4.0, LXC containers abi/3.0, ...`.
+pub fn summary(host: HostSupport) -> String {
+    let decl = |k| {
+        let p = choose(k, host);
+        let extra = if p.userns { " + userns" } else { "" };
+        format!("abi/{}{extra}", p.abi.version())
+    };
+    format!(
+        "libvirt guests {}, LXC containers {}, aa-virt {}",
+        decl(ProfileKind::LibvirtGuest),
+        decl(ProfileKind::LxcContainer),
+        decl(ProfileKind::AaVirt)
+    )
 }
 
 /// The kinds of profile aa-virt writes.

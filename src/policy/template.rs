@@ -71,10 +71,6 @@ pub fn libvirt_abstractions(gl: bool) -> Vec<&'static str> {
 /// ([`Guest::gl`]): Mesa's drivers and the GPU facts they read.
 pub const GL_ABSTRACTION: &str = "abstractions/aa-virt-qemu-gl";
 
-/// The directory whose `abi/` files tell which policy ABIs this host's
-/// parser can compile.
-pub const HOST_APPARMOR_D: &str = "/etc/apparmor.d";
-
 /// Template errors.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -183,7 +179,7 @@ impl Templates {
             sources,
             dir: dir.map(Path::to_path_buf),
             includes: Vec::new(),
-            host: HostSupport::from_files(Path::new(HOST_APPARMOR_D)),
+            host: HostSupport::from_files(Path::new(crate::apparmor::parser::BASE_DIR)),
         })
     }
 
