@@ -13,7 +13,8 @@ BUILD="pkg-config lxc-dev liblxc1 clang libclang-dev"
 # libvirt-daemon-system + libvirt-clients: the real libvirtd the hook tests drive.
 # qemu-utils: real qcow2/qed/vmdk chains. ovmf: libvirt's firmware test cases.
 # lxc + busybox-static: real containers. dpkg-dev: apt-get source for libvirt's suite.
-TEST="apparmor apparmor-utils libvirt-daemon libvirt-daemon-system libvirt-clients qemu-utils ovmf lxc busybox-static dpkg-dev jq"
+# debootstrap: the Debian 13 chroot, the second oracle (scripts/trixie-chroot.sh).
+TEST="apparmor apparmor-utils libvirt-daemon libvirt-daemon-system libvirt-clients qemu-utils ovmf lxc busybox-static dpkg-dev jq debootstrap"
 
 missing=()
 for p in $BUILD $TEST; do

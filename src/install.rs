@@ -260,11 +260,15 @@ fn items(o: &Options, templates: &Templates, cfg: &Config) -> Result<Vec<Item>, 
     let cache = Pattern::path(&cfg.cache_dir).lit("/");
     #[derive(Serialize)]
     struct Ctx {
+        abi: &'static str,
         exe: String,
         cache_dir: String,
         cache_files: String,
     }
     let ctx = Ctx {
+        abi: policy::abi::choose(policy::abi::ProfileKind::AaVirt, templates.host())
+            .abi
+            .version(),
         exe: exe_rule,
         cache_dir: cache.render(),
         cache_files: cache.glob("**").render(),

@@ -5,8 +5,11 @@
 //! The kernel side is read below a [`Root`] so unit tests run against a
 //! fake securityfs tree; the parser side runs the real `apparmor_parser`.
 
+use std::path::Path;
+
 use serde::Serialize;
 
+use super::feature_set::{read_features_file, Apparmor4, Source};
 use super::parser::{Parser, ParserError};
 use super::securityfs::Root;
 use super::securityfs::{status_at, KernelStatus};
@@ -14,8 +17,10 @@ use super::securityfs::{status_at, KernelStatus};
 /// The oldest `features/domain/version` that can stack (`a//&b`).
 pub const STACKING_MIN_VERSION: (u32, u32) = (1, 2);
 
-/// Rules probed by compiling a one-rule profile: name and rule text.
+/// Rules probed by compiling a one-rule profile: name and rule text. A
+/// rule that starts with `abi ` is compiled before an empty profile.
 pub const PROBES: &[(&str, &str)] = &[
+    ("abi/4.0", "abi <abi/4.0>,"),
     ("userns", "userns,"),
     ("io_uring", "io_uring,"),
     ("mqueue", "mqueue,"),
@@ -54,6 +59,9 @@ pub struct ParserFeatures {
     pub error: Option<String>,
     /// The probes, in [`PROBES`] order.
     pub probes: Vec<Probe>,
+    /// The policy ABI files the parser can name (`3.0`, `4.0`: the files
+    /// in its base directory's `abi/`).
+    pub abi_files: Vec<String>,
 }
 
 impl ParserFeatures {
@@ -72,7 +80,12 @@ pub fn probe_rule(parser: &Parser, rule: &str) -> Result<bool, ParserError> {
         source,
     })?;
     let file = dir.join("aa-virt-probe");
-    let res = std::fs::write(&file, format!("profile aa-virt-probe {{\n  {rule}\n}}\n"))
+    let text = if rule.starts_with("abi ") {
+        format!("{rule}\nprofile aa-virt-probe {{\n}}\n")
+    } else {
+        format!("profile aa-virt-probe {{\n  {rule}\n}}\n")
+    };
+    let res = std::fs::write(&file, text)
         .map_err(|source| ParserError::Spawn {
             bin: parser.bin.clone(),
             source,
@@ -108,7 +121,37 @@ pub fn probe_parser(parser: &Parser) -> ParserFeatures {
         version,
         error,
         probes,
+        abi_files: abi_files(&parser.base_dir()),
     }
+}
+
+/// The ABI versions in `base/abi/` (`3.0`, `4.0`), sorted; the
+/// `kernel-*` files there are not ABIs aa-virt would declare.
+fn abi_files(base: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(base.join("abi"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| parse_version(n).is_some())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by_key(|n| parse_version(n));
+    v
+}
+
+/// The AppArmor 4 mediation classes of the kernel, or, when the kernel
+/// has no AppArmor, of the features file the parser compiles against
+/// (`None` when neither can be read).
+pub fn apparmor4(root: &Root, features_file: Option<&Path>) -> Option<Apparmor4> {
+    if root.kernel_status().is_available() {
+        return Some(Apparmor4::read(&Source::Kernel(root), "kernel"));
+    }
+    let f = features_file?;
+    let map = read_features_file(f).ok()?;
+    Some(Apparmor4::read(
+        &Source::File(&map),
+        &format!("features file {}", f.display()),
+    ))
 }
 
 /// How an LXC container can be confined on this host.
@@ -147,9 +190,13 @@ pub struct Features {
     pub namespaces: bool,
     /// Mount mediation: `features/mount/mask` exists.
     pub mount: bool,
-    /// User-namespace creation is mediated:
-    /// `features/namespaces/userns_create` exists.
+    /// User-namespace creation is mediated: `features/namespaces/mask`
+    /// lists `userns_create` (upstream kernels) or
+    /// `features/namespaces/userns_create` exists (Ubuntu's).
     pub userns_mediation: bool,
+    /// AppArmor 4's mediation classes, from the kernel or, when it has no
+    /// AppArmor and the parser was probed, from the parser's features file.
+    pub apparmor4: Option<Apparmor4>,
     /// The parser's side, when probed.
     pub parser: Option<ParserFeatures>,
 }
@@ -181,7 +228,8 @@ impl Features {
             ns_name: view.map(|v| v.name),
             namespaces: root.has_feature("namespaces"),
             mount: root.has_feature("mount/mask"),
-            userns_mediation: root.has_feature("namespaces/userns_create"),
+            userns_mediation: Apparmor4::read(&Source::Kernel(root), "kernel").userns,
+            apparmor4: available.then(|| Apparmor4::read(&Source::Kernel(root), "kernel")),
             parser: None,
         }
     }
@@ -190,6 +238,9 @@ impl Features {
     pub fn detect(root: &Root, parser: &Parser) -> Features {
         let mut f = Features::kernel(root);
         f.parser = Some(probe_parser(parser));
+        if f.apparmor4.is_none() {
+            f.apparmor4 = apparmor4(root, parser.features.as_deref());
+        }
         f
     }
 
@@ -279,6 +330,26 @@ impl Features {
                     yn(pr.supported)
                 ));
             }
+            s.push_str(&format!(
+                "  policy ABI files:    {}\n",
+                if p.abi_files.is_empty() {
+                    "none".to_string()
+                } else {
+                    p.abi_files.join(" ")
+                }
+            ));
+        }
+        if let Some(a) = &self.apparmor4 {
+            let or_no = |v: &Option<String>| v.clone().unwrap_or_else(|| "no".into());
+            s.push_str(&format!("AppArmor 4 mediation:  ({})\n", a.source));
+            s.push_str(&format!("  userns:              {}\n", yn(a.userns)));
+            s.push_str(&format!("  io_uring:            {}\n", or_no(&a.io_uring)));
+            s.push_str(&format!("  mqueue:              {}\n", or_no(&a.mqueue)));
+            s.push_str(&format!("  unix (fine-grained): {}\n", yn(a.unix)));
+            s.push_str(&format!(
+                "  policy permstable32: {}\n",
+                or_no(&a.permstable32)
+            ));
         }
         s.push_str(&format!(
             "LXC containers:        {}\n",

@@ -3,6 +3,7 @@
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod feature_set;
 pub mod features;
 pub mod kernel;
 pub mod label;

@@ -21,6 +21,10 @@ pub const COMPILE_FLAGS: &[&str] = &["-O", "no-expr-simplify"];
 /// profile was compiled from (see [`Parser::replace`]).
 pub const INPUTS_DIR: &str = "aa-virt-inputs";
 
+/// The parser's default base directory: includes, and the policy ABI files
+/// (`abi/3.0`, `abi/4.0`) that an `abi <abi/X>,` line names.
+pub const BASE_DIR: &str = "/etc/apparmor.d";
+
 /// The kernel's feature tree.
 pub const KERNEL_FEATURES: &str = "/sys/kernel/security/apparmor/features";
 
@@ -222,6 +226,11 @@ impl Parser {
         }
         let d = Sha256::digest(&out.stdout);
         Some(d.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The base directory the parser resolves includes and ABI files in.
+    pub fn base_dir(&self) -> PathBuf {
+        self.base.clone().unwrap_or_else(|| PathBuf::from(BASE_DIR))
     }
 
     /// The first line of `apparmor_parser --version`

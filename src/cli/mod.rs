@@ -303,6 +303,12 @@ fn cmd_features(a: &FeaturesArgs) -> Result<i32, CliError> {
         println!("{}", serde_json::to_string_pretty(&f)?);
     } else {
         print!("{}", f.report());
+        if let Some(h) = aa_virt::policy::abi::HostSupport::of(&f) {
+            println!(
+                "profiles declare:      {}",
+                aa_virt::policy::abi::summary(h)
+            );
+        }
     }
     Ok(EXIT_OK)
 }

@@ -403,7 +403,7 @@ pub fn disable(
 pub fn probe_options(parser: &Parser) -> profile::RenderOptions {
     use crate::apparmor::features::probe_rule;
     profile::RenderOptions {
-        userns: probe_rule(parser, "userns,").unwrap_or(false),
+        host: crate::policy::abi::HostSupport::probe(parser),
         nosymfollow: probe_rule(
             parser,
             "mount options=(ro, nosymfollow) -> /aa-virt-probe/,",

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::apparmor::{ContainerMode, Parser};
 use crate::guest::{path_from_bytes, Access, Guest, GuestKind, Resource, Scope};
+use crate::policy::abi::{self, HostSupport, ProfileKind};
 use crate::policy::escape::{display_bytes, display_path, unescape_mount_field};
 use crate::policy::template::RuleLine;
 use crate::policy::{RuleSet, Templates};
@@ -204,8 +205,9 @@ pub use crate::policy::rules::bind_rules;
 /// What the template needs to know beyond the container.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RenderOptions {
-    /// The parser accepts `userns,`.
-    pub userns: bool,
+    /// What the host supports: the policy ABI and the AppArmor 4 rules
+    /// (the profile's choice is [`crate::policy::abi::choose`]'s).
+    pub host: HostSupport,
     /// The parser accepts the `nosymfollow` mount option.
     pub nosymfollow: bool,
     /// Render in complain mode.
@@ -231,6 +233,7 @@ struct Ctx {
     lxcpath: String,
     profile: String,
     namespace: String,
+    abi: &'static str,
     stacked: bool,
     nesting: bool,
     privileged: bool,
@@ -279,15 +282,17 @@ pub fn render(
     let names = ct.names();
     let guest = ct.guest();
     let rules = bind_rules(&guest)?;
+    let policy = abi::choose(ProfileKind::LxcContainer, opts.host);
     let ctx = Ctx {
         name: display_bytes(ct.name.as_bytes()),
         lxcpath: display_path(&ct.lxcpath),
         profile: names.profile.clone(),
         namespace: names.namespace.clone(),
+        abi: policy.abi.version(),
         stacked: mode == ContainerMode::Stacked,
         nesting: ct.nesting(),
         privileged: ct.privileged(),
-        userns: opts.userns,
+        userns: policy.userns,
         complain: opts.complain,
         remount_options: remount_options(opts.nosymfollow),
         binds: RuleLine::all(&rules),

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::guest::Guest;
 
+use super::abi::{self, HostSupport, ProfileKind};
 use super::escape::display_bytes;
 
 use super::rules::{Rule, RuleSet};
@@ -111,6 +112,7 @@ pub struct Templates {
     sources: Vec<(&'static str, String)>,
     dir: Option<PathBuf>,
     includes: Vec<String>,
+    host: HostSupport,
 }
 
 /// One rule as templates see it (`libvirt/files.hbs`, `lxc/container.hbs`).
@@ -147,6 +149,8 @@ struct ProfileCtx<'a> {
     name: String,
     uuid: String,
     profile: &'a str,
+    /// The policy ABI the profile declares (`4.0`), from [`abi::choose`].
+    abi: &'static str,
     complain: bool,
     rules: Vec<RuleLine>,
     /// The GL abstraction, for a guest that uses GL ([`Guest::gl`]).
@@ -175,6 +179,7 @@ impl Templates {
             sources,
             dir: dir.map(Path::to_path_buf),
             includes: Vec::new(),
+            host: HostSupport::from_files(Path::new(crate::apparmor::parser::BASE_DIR)),
         })
     }
 
@@ -213,6 +218,19 @@ impl Templates {
         self
     }
 
+    /// Render for a host that supports `host` (the policy ABI and the
+    /// AppArmor 4 rules profiles may use) instead of this one's.
+    pub fn with_host(mut self, host: HostSupport) -> Templates {
+        self.host = host;
+        self
+    }
+
+    /// What the host the profiles are rendered for supports: by default,
+    /// this host's, from the ABI files in `/etc/apparmor.d/abi/`.
+    pub fn host(&self) -> HostSupport {
+        self.host
+    }
+
     /// The text of an abstraction (`abstractions/aa-virt-qemu`), from the
     /// override directory's `apparmor.d/` when present.
     pub fn abstraction(&self, rel: &str) -> Result<String, TemplateError> {
@@ -240,6 +258,9 @@ impl Templates {
             name: display_bytes(guest.name.as_bytes()).replace('"', "\\\""),
             uuid: guest.uuid.map(|u| u.to_string()).unwrap_or_default(),
             profile,
+            abi: abi::choose(ProfileKind::LibvirtGuest, self.host)
+                .abi
+                .version(),
             complain,
             rules: rules.map(RuleLine::all).unwrap_or_default(),
             gl: guest.gl.then_some(GL_ABSTRACTION),

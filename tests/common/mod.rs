@@ -4,6 +4,7 @@
 pub mod dfa;
 pub mod fuzzcheck;
 pub mod list;
+pub mod oracle;
 pub mod rulecheck;
 
 use std::path::{Path, PathBuf};

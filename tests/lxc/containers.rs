@@ -16,6 +16,7 @@ use aa_virt::apparmor::features::write_fake_features;
 use aa_virt::apparmor::{ContainerMode, Parser, Root};
 use aa_virt::lxc::hook::{self, HookEnv, LxcHookOutcome as Outcome, Settings};
 use aa_virt::lxc::{self as lxc, profile, Container, Layout, LxcError};
+use aa_virt::policy::abi::{self, ProfileKind};
 use aa_virt::policy::Templates;
 
 use crate::common;
@@ -252,7 +253,10 @@ fn every_profile_variant_compiles() {
                     mode == ContainerMode::Stacked
                 );
                 assert_eq!(r.text.contains("\n  mount,\n"), nesting == "1");
-                assert_eq!(r.text.contains("userns,"), probes.userns);
+                let policy = abi::choose(ProfileKind::LxcContainer, probes.host);
+                assert_eq!(r.text.contains("userns,"), policy.userns);
+                let abi_line = format!("\nabi <abi/{}>,\n", policy.abi.version());
+                assert!(r.text.contains(&abi_line), "{abi_line}");
                 assert!(r.text.contains("deny /srv/secret/** rw,"));
                 assert!(r.text.contains(r#""/share dir/**" rwlk,"#.replace("/share", &format!("{}/share", lp.display())).as_str()), "{}", r.text);
                 n += 1;

@@ -1,5 +1,7 @@
 //! Differential test against Debian's `virt-aa-helper --dryrun`, the
-//! reference implementation, over every domain XML in the shared corpus.
+//! reference implementation, over every domain XML in the shared corpus:
+//! Debian 12's (libvirt 9.0) on the host, and Debian 13's (libvirt 11.3)
+//! in the cached chroot of `scripts/trixie-chroot.sh` (see `oracle/`).
 //!
 //! For every XML the reference accepts, each path it grants must be granted
 //! by aa-virt too, with at least the same access — unless the difference is
@@ -10,15 +12,16 @@
 //! guest, `abstractions/aa-virt-qemu-gl` for guests that use GL).
 //! Where the reference accepts an XML that aa-virt refuses, the refusal must
 //! be listed there as well. Every profile aa-virt renders is compiled with
-//! the real `apparmor_parser`.
+//! the real `apparmor_parser`: the host's (AppArmor 3.0) against both
+//! references, and the chroot's (AppArmor 4.1) against Debian 13's.
 //!
 //! Needs the corpus (`AA_VIRT_CORPUS`, default `../shared/corpus/libvirt`
-//! beside the crate) and `/usr/lib/libvirt/virt-aa-helper` (Debian package
-//! `libvirt-daemon`); it fails, never skips, when either is missing.
+//! beside the crate), `/usr/lib/libvirt/virt-aa-helper` (Debian package
+//! `libvirt-daemon`) and the chroot; it fails, never skips, when one is
+//! missing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -26,10 +29,11 @@ use aa_virt::apparmor::Parser;
 use aa_virt::guest::{Access, Guest};
 use aa_virt::libvirt::profile::{self, Rendered};
 use aa_virt::libvirt::{self, ReadOptions};
+use aa_virt::policy::abi::{self, ProfileKind};
 use aa_virt::policy::template::ABSTRACTIONS;
 use aa_virt::policy::{Pattern, Templates};
 
-const HELPER: &str = "/usr/lib/libvirt/virt-aa-helper";
+use crate::common::oracle::{self, Reference};
 const THREADS: usize = 2;
 const BATCH: usize = 40;
 
@@ -74,19 +78,10 @@ fn uuid_of(xml: &str) -> String {
         .unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into())
 }
 
-fn run_reference(xml_path: &Path, xml: &str) -> RefRun {
-    let out = Command::new(HELPER)
-        .args(["--dryrun", "-r", "-u", &format!("libvirt-{}", uuid_of(xml))])
-        .stdin(std::fs::File::open(xml_path).expect("open corpus XML"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {HELPER}: {e}"));
+/// The rules in one dry run's output (the helper prints them on stderr).
+fn parse_reference(out: &oracle::Output) -> RefRun {
     let mut rules = Vec::new();
-    // The helper prints its dry-run rules on stderr (and nothing on stdout).
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    for l in text.lines() {
+    for l in out.text.lines() {
         let Some(rest) = l.strip_prefix("  \"") else {
             continue; // comments, deny rules, messages
         };
@@ -99,10 +94,7 @@ fn run_reference(xml_path: &Path, xml: &str) -> RefRun {
             perms: perms.to_string(),
         });
     }
-    RefRun {
-        ok: out.status.success(),
-        rules,
-    }
+    RefRun { ok: out.ok, rules }
 }
 
 /// A pattern from the differences file: `*` matches anything (`/` too, and
@@ -216,7 +208,9 @@ struct Difference {
     used: AtomicUsize,
 }
 
-fn load_differences() -> Vec<Difference> {
+/// The differences that apply to `release` (`9.0`): every `path` and
+/// `refuse` entry, and those qualified with this release (`path@9.0`).
+fn load_differences(release: &str) -> Vec<Difference> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deliberate-differences.tsv");
     let text =
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
@@ -226,14 +220,20 @@ fn load_differences() -> Vec<Difference> {
             continue;
         }
         let f: Vec<&str> = l.split('\t').collect();
+        let (kind, only) = f[0]
+            .split_once('@')
+            .map_or((f[0], None), |(k, r)| (k, Some(r)));
         assert!(
-            f.len() == 3 && matches!(f[0], "path" | "refuse") && !f[2].trim().is_empty(),
-            "{}:{}: want `path|refuse<TAB>pattern<TAB>reason`, got {l:?}",
+            f.len() == 3 && matches!(kind, "path" | "refuse") && !f[2].trim().is_empty(),
+            "{}:{}: want `path|refuse[@RELEASE]<TAB>pattern<TAB>reason`, got {l:?}",
             p.display(),
             n + 1
         );
+        if only.is_some_and(|r| r != release) {
+            continue;
+        }
         v.push(Difference {
-            kind: f[0].into(),
+            kind: kind.into(),
             pattern: f[1].into(),
             reason: f[2].into(),
             used: AtomicUsize::new(0),
@@ -276,22 +276,30 @@ fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
 }
 
 #[test]
-fn covers_every_path_debians_virt_aa_helper_grants() {
+fn covers_every_path_debian_12s_virt_aa_helper_grants() {
+    differential(Reference::host());
+}
+
+#[test]
+fn covers_every_path_debian_13s_virt_aa_helper_grants() {
+    differential(Reference::trixie());
+}
+
+fn differential(reference: Reference) {
     let corpus = corpus_dir();
     assert!(
         corpus.is_dir(),
         "the libvirt corpus is missing at {} (set AA_VIRT_CORPUS; CI clones shared/ beside the repo)",
         corpus.display()
     );
-    assert!(
-        Path::new(HELPER).exists(),
-        "{HELPER} is missing: install Debian's libvirt-daemon package (scripts/install-deps.sh)"
-    );
     let mut files = Vec::new();
     xml_files(&corpus, &mut files);
     assert!(!files.is_empty(), "no XML files under {}", corpus.display());
-    let diffs = load_differences();
-    let templates = Templates::load(None).expect("built-in templates");
+    let diffs = load_differences(&reference.release);
+    // Rendered for the reference's release: its parser's policy ABI.
+    let templates = Templates::load(None)
+        .expect("built-in templates")
+        .with_host(reference.host_support());
     let abstractions = abstraction_rules(&templates);
     let rel = |p: &Path| p.strip_prefix(&corpus).unwrap_or(p).display().to_string();
 
@@ -300,9 +308,15 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
         .iter()
         .map(|p| std::fs::read_to_string(p).ok())
         .collect();
-    let refs = parallel(files.len(), |i| {
-        run_reference(&files[i], xmls[i].as_deref().unwrap_or(""))
-    });
+    let uuids: Vec<String> = xmls
+        .iter()
+        .map(|x| uuid_of(x.as_deref().unwrap_or("")))
+        .collect();
+    let refs: Vec<RefRun> = reference
+        .run_all(&files, &uuids, THREADS)
+        .iter()
+        .map(parse_reference)
+        .collect();
     let t_ref = t0.elapsed();
 
     // Our side, through the library: corpus images do not exist here, so
@@ -421,6 +435,17 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
         .filter_map(|o| o.as_ref().ok().map(|(g, r)| (g, r)))
         .filter(|(_, r)| seen.insert((r.name.clone(), r.profile.clone(), r.files.clone())))
         .collect();
+    // Each release's profiles declare the ABI aa-virt chooses for it
+    // (4.0 where the parser ships it), so its parser compiles that ABI.
+    let abi_line = format!(
+        "\nabi <abi/{}>,\n",
+        abi::choose(ProfileKind::LibvirtGuest, templates.host())
+            .abi
+            .version()
+    );
+    for (g, r) in &rendered {
+        assert!(r.profile.contains(&abi_line), "{}: no {abi_line:?}", g.name);
+    }
     let mut batches: Vec<Vec<(&Guest, &Rendered)>> = Vec::new();
     for item in &rendered {
         match batches
@@ -432,7 +457,11 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
         }
     }
     let parser = Parser::new();
+    // With the reference release's parser: the host's, or the chroot's.
     let compile_errors: Vec<String> = parallel(batches.len(), |i| {
+        if reference.root.is_some() {
+            return reference.compile_in_root(&batches[i], &templates);
+        }
         match profile::check_all(&batches[i], &templates, &parser) {
             Ok(()) => Vec::new(),
             // Find every culprit in a failed batch.
@@ -448,7 +477,7 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
     .collect();
     let t_compile = t2.elapsed();
 
-    println!("differential test against {HELPER}:");
+    println!("differential test against {}:", reference.label);
     println!("  XMLs run:                          {}", files.len());
     println!("  accepted by the reference:         {accepted}");
     println!("  reference paths covered:           {covered}");
@@ -474,7 +503,9 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
         );
     }
     println!(
-        "  profiles rendered: {produced}; distinct texts compiled with apparmor_parser: {} in {} batches, {} failed",
+        "  profiles rendered: {produced} ({}); distinct texts compiled with {}: {} in {} batches, {} failed",
+        abi_line.trim(),
+        reference.parser,
         rendered.len(),
         batches.len(),
         compile_errors.len()
@@ -493,18 +524,20 @@ fn covers_every_path_debians_virt_aa_helper_grants() {
         .collect::<Vec<_>>()
         .join(", ");
     let summary = format!(
-        "differential test against {HELPER}: {} XMLs run, {accepted} accepted by the reference; \
+        "differential test against {}: {} XMLs run, {accepted} accepted by the reference; \
          reference paths: {covered} covered ({covered_for_an_id} of them id -1 paths, for a real id; {by_abs}), \
          {deliberate} deliberately different, {} missing; \
-         refused by aa-virt: {refused_listed} listed, {} not listed; {} distinct profiles compiled, {} failed\n",
+         refused by aa-virt: {refused_listed} listed, {} not listed; {} distinct profiles compiled with {}, {} failed\n",
+        reference.label,
         files.len(),
         missing.len(),
         unexplained.len(),
         rendered.len(),
+        reference.parser,
         compile_errors.len()
     );
     let _ = std::fs::write(
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("differential-summary.txt"),
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(reference.summary),
         summary,
     );
     for m in &missing {

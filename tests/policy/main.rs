@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abi_releases;
 mod differential;
 mod escaping;
 mod fuzz_corpus;
