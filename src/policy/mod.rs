@@ -2,6 +2,7 @@
 //! restricted-path list each live in exactly one place here.
 
 pub mod escape;
+pub mod explain;
 pub mod files;
 pub mod paths;
 pub mod rules;
