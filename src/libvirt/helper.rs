@@ -370,6 +370,7 @@ fn regenerate(
     dryrun: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, HelperError> {
+    let guest = &ctx.layout.with_allowances(guest)?;
     let r = profile::render(guest, &ctx.templates, ctx.complain(guest))?;
     for s in &guest.skipped {
         tracing::info!("guest {}: {}: no rule: {}", guest.name, s.origin, s.reason);

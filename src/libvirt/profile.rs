@@ -24,6 +24,8 @@ pub struct Layout {
     pub lock_dir: PathBuf,
     /// Compiled-policy cache (`/var/cache/aa-virt/apparmor`).
     pub cache_dir: PathBuf,
+    /// Per-guest allowances (`/var/lib/aa-virt/allow`, see [`policy::allow`]).
+    pub allow_dir: PathBuf,
 }
 
 impl Default for Layout {
@@ -39,7 +41,14 @@ impl Layout {
             apparmor_dir: root.join("etc/apparmor.d"),
             lock_dir: store::lock_dir_under(root),
             cache_dir: store::cache_dir_under(root),
+            allow_dir: policy::allow::dir_under(root),
         }
+    }
+
+    /// The guest with its stored allowances (`aa-virt allow`) added as
+    /// resources, vetted like every device when its rules are derived.
+    pub fn with_allowances(&self, guest: &Guest) -> Result<Guest, ProfileError> {
+        Ok(policy::allow::with_allowances(guest, &self.allow_dir)?)
     }
 
     /// `/etc/apparmor.d/libvirt`.
@@ -121,6 +130,9 @@ pub enum ProfileError {
     /// A template failed.
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// The guest's allowances could not be read or are refused.
+    #[error(transparent)]
+    Allow(#[from] policy::allow::AllowError),
     /// The parser rejected the result.
     #[error("guest {guest}: the rendered profile does not compile: {source}")]
     Parser {

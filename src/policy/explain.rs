@@ -369,6 +369,11 @@ impl Policy {
             .unwrap_or(path);
         let mut out = Vec::new();
         for v in expand_vars(inner, &self.vars)? {
+            // aa-virt's own form first (its domain id is an alternation).
+            if let Some(p) = Pattern::parse_rendered(&format!("\"{v}\"")) {
+                out.push(p);
+                continue;
+            }
             for alt in expand_braces(&v)? {
                 // The parser folds repeated slashes (`@{PROC}/` is `/proc//`).
                 let mut alt = alt;

@@ -1,6 +1,7 @@
 //! Policy: from a guest to AppArmor text. Escaping, path resolution and the
 //! restricted-path list each live in exactly one place here.
 
+pub mod allow;
 pub mod escape;
 pub mod explain;
 pub mod files;
