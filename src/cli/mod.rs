@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser as ClapParser, Subcommand};
 
+mod denials;
 mod lxc;
 mod manpages;
 
@@ -89,6 +90,14 @@ pub enum Command {
     /// Reload running guests' policy from the profile files on disk (after
     /// editing /etc/apparmor.d/local/ or upgrading the abstraction).
     Reload(ReloadArgs),
+    /// AppArmor denials (and complain-mode ALLOWED records) per guest, folded, each traced to its device or to the narrowest fix.
+    Denials(denials::DenialsArgs),
+    /// Is a host path allowed for a guest, by which rule, and where does that rule come from?
+    Explain(denials::ExplainArgs),
+    /// Grant a libvirt guest one more host path, persistently (vetted like a disk; in force at once for a running guest).
+    Allow(denials::AllowArgs),
+    /// Remove an allowance made with `aa-virt allow`.
+    Disallow(denials::DisallowArgs),
 }
 
 /// `aa-virt helper`: everything after it goes to the helper's own parser.
@@ -585,6 +594,10 @@ pub fn main() -> i32 {
         Command::Status(a) => cmd_status(a),
         Command::Reload(a) => cmd_reload(a),
         Command::Lxc(a) => lxc::run_lxc(cli.global.templates.as_deref(), a),
+        Command::Denials(a) => denials::run_denials(a),
+        Command::Explain(a) => denials::run_explain(a),
+        Command::Allow(a) => denials::run_allow(a),
+        Command::Disallow(a) => denials::run_disallow(a),
     };
     match res {
         Ok(code) => code,

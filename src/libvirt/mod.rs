@@ -9,5 +9,6 @@ pub mod hook;
 pub mod image;
 pub mod naming;
 pub mod profile;
+pub mod refresh;
 
 pub use domain::{parse, read_input, DomainError, ReadOptions};
