@@ -47,15 +47,16 @@ fn dfa_access(edges: &Edges, perms: &StatePerms, path: &[u8]) -> Access {
     Access::parse(&a).unwrap()
 }
 
-/// A small deterministic generator (xorshift).
+/// A small deterministic generator (Knuth's MMIX LCG, high bits).
 struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
     }
     fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
         &v[(self.next() % v.len() as u64) as usize]

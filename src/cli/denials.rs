@@ -11,7 +11,8 @@ use aa_virt::denials::catalog::{Catalog, GuestEntry, Kind};
 use aa_virt::denials::fold::{fold, render_text, Filter};
 use aa_virt::denials::record::{self, LogChoice, LogSource, Record};
 use aa_virt::denials::time;
-use aa_virt::guest::{display_path, Access};
+use aa_virt::guest::Access;
+use aa_virt::policy::escape::display_path;
 use aa_virt::policy::{allow, explain};
 
 use super::{CliError as CmdError, EXIT_ERROR, EXIT_OK};
@@ -332,26 +333,20 @@ pub fn explain_text(e: &GuestEntry, path: &str, want: Access, v: &explain::Verdi
             }
         )
     };
-    for r in &v.allow {
-        s.push_str(&format!(
-            "  allow  {}  <- {}\n",
-            r.text,
-            r.source.describe()
-        ));
-    }
-    for r in &v.deny {
-        s.push_str(&format!(
-            "  deny   {}  <- {} (a deny rule wins over every allow)\n",
-            r.text,
-            r.source.describe()
-        ));
-    }
-    for r in &v.owner {
-        s.push_str(&format!(
-            "  owner  {}  <- {} (only for files the guest's user owns)\n",
-            r.text,
-            r.source.describe()
-        ));
+    let kinds = [
+        ("allow ", &v.allow, ""),
+        ("deny  ", &v.deny, " (a deny rule wins over every allow)"),
+        (
+            "owner ",
+            &v.owner,
+            " (only for files the guest's user owns)",
+        ),
+    ];
+    for (word, rules, note) in kinds {
+        for r in rules {
+            let from = r.source.describe();
+            s.push_str(&format!("  {word} {}  <- {from}{note}\n", r.text));
+        }
     }
     if v.allow.is_empty() && v.deny.is_empty() {
         s.push_str("  no rule matches this path\n");

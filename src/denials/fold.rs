@@ -276,7 +276,7 @@ mod tests {
         let text = render_text(&out);
         assert_eq!(text.lines().count(), 6);
         assert!(
-            text.contains("x2  [2024-12-04 08:13:20 .. 2024-12-04 08:14:20]"),
+            text.contains("x2  [2024-12-04 08:13:20 UTC .. 2024-12-04 08:14:20 UTC]"),
             "{text}"
         );
         let json = serde_json::to_value(&out).unwrap();

@@ -16,25 +16,9 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468
 }
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) for seconds since the epoch.
+/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch.
 pub fn format(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::list::status::fmt_time(secs)
 }
 
 /// Read a `--since` value relative to `now` (seconds since the epoch).
@@ -85,8 +69,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_relative() {
-        assert_eq!(format(0), "1970-01-01 00:00:00");
-        assert_eq!(format(1732800000), "2024-11-28 13:20:00");
+        assert_eq!(format(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format(1732800000), "2024-11-28 13:20:00 UTC");
         assert_eq!(parse_since("2024-11-28 13:20", 0), Ok(1732800000));
         assert_eq!(parse_since("2024-11-28T13:20:00Z", 0), Ok(1732800000));
         assert_eq!(parse_since("2024-11-28", 0), Ok(1732752000));

@@ -104,17 +104,13 @@ pub fn dir_under(root: &Path) -> PathBuf {
 }
 
 fn file_of(dir: &Path, key: &str) -> PathBuf {
-    let safe: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    dir.join(format!("{safe}.json"))
+    // Keys are UUIDs (written in one spelling) or, for a key that is not
+    // one, a name that cannot leave the directory.
+    let name = match uuid::Uuid::parse_str(key) {
+        Ok(u) => u.hyphenated().to_string(),
+        Err(_) => key.replace(['/', '.'], "_"),
+    };
+    dir.join(format!("{name}.json"))
 }
 
 /// Parse permissions an allowance may grant: `r w a k l` (no `m`, no exec).

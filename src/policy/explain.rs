@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::guest::Access;
 
 use super::escape::Pattern;
+use super::files::{origins, split_comment};
 
 /// Most alternatives one rule path may expand to (`{a,b}` and variables).
 const MAX_ALTERNATIVES: usize = 256;
@@ -223,7 +224,7 @@ impl Policy {
     ) -> Result<(), ExplainError> {
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
-            let (body, comment) = split_rule_comment(raw);
+            let (body, comment) = split_comment(raw);
             let body = body.trim();
             if let Some((name, optional)) = include_of(raw.trim()) {
                 if dirs.is_empty() {
@@ -262,15 +263,7 @@ impl Policy {
             let Some(rule) = body.strip_suffix(',') else {
                 continue;
             };
-            let origins = comment
-                .map(|c| {
-                    c.trim()
-                        .split("; ")
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let origins = comment.map(origins).unwrap_or_default();
             let source = Source {
                 file: file.to_string(),
                 line,
@@ -422,23 +415,6 @@ impl Policy {
             unsure,
         }
     }
-}
-
-/// Split a rule's text from its `#` comment, with `#` inside quotes kept.
-fn split_rule_comment(line: &str) -> (&str, Option<&str>) {
-    let b = line.as_bytes();
-    let mut in_quotes = false;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\\' if in_quotes => i += 1,
-            b'"' => in_quotes = !in_quotes,
-            b'#' if !in_quotes => return (&line[..i], Some(&line[i + 1..])),
-            _ => {}
-        }
-        i += 1;
-    }
-    (line, None)
 }
 
 /// `#include <x>`, `include <x>`, `include if exists <x>`, `"x"` forms:
