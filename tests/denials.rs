@@ -205,4 +205,42 @@ fn from_a_denial_to_a_fix() {
         .success());
     helper(&k, &sys, root, "-r");
     assert!(!k.loaded_files(PROFILE).unwrap().contains("/srv/extra.img"));
+
+    // Mode: stored, set on the installed profile, kept by the next start.
+    let prof = root.join("etc/apparmor.d/libvirt").join(PROFILE);
+    let flags = || {
+        std::fs::read_to_string(&prof)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("profile "))
+            .unwrap()
+            .to_string()
+    };
+    assert!(!flags().contains("complain"));
+    let o = ok(&aa_virt(root, &["mode", "vm1", "complain"]));
+    assert!(o.contains("complain mode stored"), "{o}");
+    assert!(
+        flags().contains("flags=(attach_disconnected,complain)"),
+        "{}",
+        flags()
+    );
+    // An admin (or an old aa-virt) resets the file; the next render sets
+    // it again. A stop and a start with a new profile file keep the mode.
+    let text = std::fs::read_to_string(&prof)
+        .unwrap()
+        .replace(",complain", "");
+    std::fs::write(&prof, text).unwrap();
+    helper(&k, &sys, root, "-r");
+    assert!(flags().contains(",complain)"), "{}", flags());
+    std::fs::write(k.fs.join(".remove"), "").unwrap();
+    helper(&k, &sys, root, "-D");
+    std::fs::remove_file(&prof).unwrap();
+    helper(&k, &sys, root, "-c");
+    assert!(flags().contains(",complain)"), "{}", flags());
+    ok(&aa_virt(root, &["mode", "vm1", "enforce"]));
+    assert!(!flags().contains("complain"));
+    helper(&k, &sys, root, "-D");
+    std::fs::remove_file(&prof).unwrap();
+    helper(&k, &sys, root, "-c");
+    assert!(!flags().contains("complain"));
 }

@@ -409,3 +409,78 @@ pub fn run_disallow(a: &DisallowArgs) -> Result<i32, CmdError> {
     a.target.apply(&name, &uuid)?;
     Ok(EXIT_OK)
 }
+
+/// A guest's persistent mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Log what the profile would deny (ALLOWED records), deny nothing.
+    Complain,
+    /// Deny what the profile does not grant.
+    Enforce,
+}
+
+/// `aa-virt mode`.
+#[derive(Debug, Args)]
+pub struct ModeArgs {
+    /// The libvirt guest (name or UUID).
+    pub guest: String,
+    /// The mode, kept across restarts (it wins over the configuration's complain list).
+    #[arg(value_enum)]
+    pub mode: ModeArg,
+    /// How the guest is found and the change applied.
+    #[command(flatten)]
+    pub target: GuestTarget,
+}
+
+/// `aa-virt mode`.
+pub fn run_mode(a: &ModeArgs) -> Result<i32, CmdError> {
+    use aa_virt::libvirt::{mode, profile::Layout};
+    use aa_virt::reload::{self, Outcome};
+    let (name, uuid) = a.target.guest(&a.guest)?;
+    let root = a.target.root.path();
+    let complain = a.mode == ModeArg::Complain;
+    allow::set_mode(&allow::dir_under(&root), &uuid, &name, Some(complain))?;
+    let word = if complain { "complain" } else { "enforce" };
+    let profile = format!("libvirt-{uuid}");
+    let changed = mode::apply(&Layout::under(&root), &profile, complain)?;
+    println!(
+        "{name}: {word} mode stored (kept across restarts){}",
+        if changed {
+            "; profile file updated"
+        } else {
+            ""
+        }
+    );
+    if a.target.no_reload || root != Path::new("/") {
+        return Ok(EXIT_OK);
+    }
+    let config = aa_virt::config::Config::load(&a.target.config)?;
+    let targets = super::Targets {
+        connect: vec![a.target.uri()],
+        lxcpath: Vec::new(),
+        log: None,
+        no_denials: true,
+        root: None,
+    };
+    let mut list = targets.options();
+    list.layout.cache_dir = config.cache_dir.clone();
+    let opts = reload::Options {
+        list,
+        parser: config.parser(),
+        dry_run: false,
+    };
+    let rep = reload::reload(&opts, std::slice::from_ref(&profile))?;
+    for (_, o) in &rep.done {
+        match o {
+            Outcome::Reloaded => println!("{name}: reloaded; {word} mode in force now"),
+            Outcome::NotLoaded | Outcome::WouldReload => {
+                println!("{name}: not running; its next start uses {word} mode")
+            }
+            Outcome::Failed(e) => return Err(e.to_string().into()),
+        }
+    }
+    if rep.done.is_empty() {
+        println!("{name}: not running; its next start uses {word} mode");
+    }
+    Ok(EXIT_OK)
+}

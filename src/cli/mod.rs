@@ -98,6 +98,8 @@ pub enum Command {
     Allow(denials::AllowArgs),
     /// Remove an allowance made with `aa-virt allow`.
     Disallow(denials::DisallowArgs),
+    /// Put a libvirt guest in complain or enforce mode, persistently (in force at once for a running guest).
+    Mode(denials::ModeArgs),
 }
 
 /// `aa-virt helper`: everything after it goes to the helper's own parser.
@@ -598,6 +600,7 @@ pub fn main() -> i32 {
         Command::Explain(a) => denials::run_explain(a),
         Command::Allow(a) => denials::run_allow(a),
         Command::Disallow(a) => denials::run_disallow(a),
+        Command::Mode(a) => denials::run_mode(a),
     };
     match res {
         Ok(code) => code,

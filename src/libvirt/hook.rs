@@ -244,7 +244,8 @@ impl Hook {
             op: op.name().into(),
             source: Box::new(source),
         };
-        let complain = self.config.complain_for(&guest.name, guest.uuid.as_ref());
+        let configured = self.config.complain_for(&guest.name, guest.uuid.as_ref());
+        let complain = self.layout.complain_mode(guest, configured).map_err(perr)?;
         // A guest aa-virt refuses (a restricted path, an unusable name) never
         // starts, whatever `fail` says: that is a policy decision, not a
         // host failure.

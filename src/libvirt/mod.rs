@@ -7,6 +7,7 @@ pub mod helper;
 pub mod helper_args;
 pub mod hook;
 pub mod image;
+pub mod mode;
 pub mod naming;
 pub mod profile;
 pub mod refresh;

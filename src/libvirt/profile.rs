@@ -51,6 +51,20 @@ impl Layout {
         Ok(policy::allow::with_allowances(guest, &self.allow_dir)?)
     }
 
+    /// Complain mode for `guest`: its stored mode (`aa-virt mode`), set on
+    /// an already installed profile file too, else `configured`.
+    pub fn complain_mode(&self, guest: &Guest, configured: bool) -> Result<bool, ProfileError> {
+        match super::mode::stored(self, guest)? {
+            Some(complain) => {
+                if let Some(name) = guest.profile_name() {
+                    super::mode::apply(self, &name, complain)?;
+                }
+                Ok(complain)
+            }
+            None => Ok(configured),
+        }
+    }
+
     /// `/etc/apparmor.d/libvirt`.
     pub fn libvirt_dir(&self) -> PathBuf {
         self.apparmor_dir.join("libvirt")
@@ -133,6 +147,9 @@ pub enum ProfileError {
     /// The guest's allowances could not be read or are refused.
     #[error(transparent)]
     Allow(#[from] policy::allow::AllowError),
+    /// The guest's stored mode could not be read or applied.
+    #[error(transparent)]
+    Mode(#[from] super::mode::ModeError),
     /// The parser rejected the result.
     #[error("guest {guest}: the rendered profile does not compile: {source}")]
     Parser {

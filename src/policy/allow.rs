@@ -5,8 +5,9 @@
 //! no control characters, resolved, never a restricted host path) when it
 //! is added and again at every render, and it goes through the same rule
 //! derivation and escaping. Allowances are stored one JSON file per guest
-//! (keyed by libvirt UUID or LXC profile name) under
-//! `/var/lib/aa-virt/allow`, written atomically under their own lock.
+//! (keyed by libvirt UUID) under `/var/lib/aa-virt/guests`, written
+//! atomically under their own lock, beside the guest's persistent mode
+//! (`aa-virt mode GUEST complain|enforce`).
 
 use std::path::{Path, PathBuf};
 
@@ -90,17 +91,22 @@ impl Allowance {
     }
 }
 
-/// The allowance file of one guest.
+/// The state file of one guest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct File {
     /// The guest's name when last written (for people reading the file).
     guest: String,
+    /// Complain mode (`true`), enforce (`false`), or as the configuration
+    /// says (absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    complain: Option<bool>,
+    #[serde(default)]
     allowances: Vec<Allowance>,
 }
 
-/// Where allowances live under `root`.
+/// Where per-guest state (allowances, mode) lives under `root`.
 pub fn dir_under(root: &Path) -> PathBuf {
-    root.join("var/lib/aa-virt/allow")
+    root.join("var/lib/aa-virt/guests")
 }
 
 fn file_of(dir: &Path, key: &str) -> PathBuf {
@@ -132,8 +138,7 @@ pub fn parse_perms(guest: &str, perms: &str) -> Result<Access, AllowError> {
     }
 }
 
-/// The allowances of guest `key` (none when it has no file).
-pub fn load(dir: &Path, key: &str, guest: &str) -> Result<Vec<Allowance>, AllowError> {
+fn read(dir: &Path, key: &str, guest: &str) -> Result<File, AllowError> {
     let path = file_of(dir, key);
     let corrupt = |why: String| AllowError::Corrupt {
         guest: guest.into(),
@@ -141,27 +146,59 @@ pub fn load(dir: &Path, key: &str, guest: &str) -> Result<Vec<Allowance>, AllowE
         why,
     };
     match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice::<File>(&b)
-            .map(|f| f.allowances)
-            .map_err(|e| corrupt(e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Ok(b) => serde_json::from_slice::<File>(&b).map_err(|e| corrupt(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(File::default()),
         Err(e) => Err(corrupt(e.to_string())),
     }
 }
 
-fn save(dir: &Path, key: &str, guest: &str, items: Vec<Allowance>) -> Result<(), AllowError> {
-    let path = file_of(dir, key);
-    if items.is_empty() {
-        store::remove(&path)?;
-        return Ok(());
+/// The allowances of guest `key` (none when it has no file).
+pub fn load(dir: &Path, key: &str, guest: &str) -> Result<Vec<Allowance>, AllowError> {
+    read(dir, key, guest).map(|f| f.allowances)
+}
+
+/// The guest's stored mode: `Some(true)` complain, `Some(false)` enforce,
+/// `None` when `aa-virt mode` never set it.
+pub fn mode(dir: &Path, key: &str, guest: &str) -> Result<Option<bool>, AllowError> {
+    read(dir, key, guest).map(|f| f.complain)
+}
+
+/// Change the guest's state under its lock and write it back (the file
+/// goes when nothing is left in it).
+fn update(
+    dir: &Path,
+    key: &str,
+    guest: &str,
+    change: impl FnOnce(&mut File) -> bool,
+) -> Result<bool, AllowError> {
+    let _lock = store::lock(&dir.join(".lock"), key)?;
+    let mut f = read(dir, key, guest)?;
+    if !change(&mut f) {
+        return Ok(false);
     }
-    let f = File {
-        guest: guest.into(),
-        allowances: items,
-    };
-    let text = serde_json::to_string_pretty(&f).expect("allowances serialize") + "\n";
-    store::write_atomic(&path, text.as_bytes(), FILE_MODE)?;
-    Ok(())
+    f.guest = guest.into();
+    let path = file_of(dir, key);
+    if f.allowances.is_empty() && f.complain.is_none() {
+        store::remove(&path)?;
+    } else {
+        let text = serde_json::to_string_pretty(&f).expect("guest state serializes") + "\n";
+        store::write_atomic(&path, text.as_bytes(), FILE_MODE)?;
+    }
+    Ok(true)
+}
+
+/// Store the guest's mode (`None`: back to what the configuration says).
+pub fn set_mode(
+    dir: &Path,
+    key: &str,
+    guest: &str,
+    complain: Option<bool>,
+) -> Result<(), AllowError> {
+    update(dir, key, guest, |f| {
+        f.complain = complain;
+        true
+    })
+    .map(|_| ())
 }
 
 fn now() -> u64 {
@@ -206,25 +243,21 @@ pub fn add(
         date: now(),
     };
     vet(guest, &resource(&a, access))?;
-    let _lock = store::lock(&dir.join(".lock"), key)?;
-    let mut items = load(dir, key, guest)?;
-    items.retain(|x| x.path != a.path);
-    items.push(a.clone());
-    save(dir, key, guest, items)?;
+    update(dir, key, guest, |f| {
+        f.allowances.retain(|x| x.path != a.path);
+        f.allowances.push(a.clone());
+        true
+    })?;
     Ok(a)
 }
 
 /// Remove the allowance for `path`; false when there was none.
 pub fn remove(dir: &Path, key: &str, guest: &str, path: &str) -> Result<bool, AllowError> {
-    let _lock = store::lock(&dir.join(".lock"), key)?;
-    let mut items = load(dir, key, guest)?;
-    let before = items.len();
-    items.retain(|x| x.path != path);
-    let removed = items.len() != before;
-    if removed {
-        save(dir, key, guest, items)?;
-    }
-    Ok(removed)
+    update(dir, key, guest, |f| {
+        let before = f.allowances.len();
+        f.allowances.retain(|x| x.path != path);
+        f.allowances.len() != before
+    })
 }
 
 fn resource(a: &Allowance, access: Access) -> Resource {
@@ -285,7 +318,10 @@ mod tests {
         assert_eq!(r.render(), r#"  "/srv/x \[1\].img" rw,"#);
         assert!(remove(d.path(), KEY, "vm1", "/srv/y").unwrap());
         assert!(!remove(d.path(), KEY, "vm1", "/srv/y").unwrap());
+        set_mode(d.path(), KEY, "vm1", Some(true)).unwrap();
         assert!(remove(d.path(), KEY, "vm1", "/srv/x [1].img").unwrap());
+        assert_eq!(mode(d.path(), KEY, "vm1").unwrap(), Some(true));
+        set_mode(d.path(), KEY, "vm1", None).unwrap();
         assert!(!file_of(d.path(), KEY).exists());
     }
 
