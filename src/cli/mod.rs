@@ -385,6 +385,14 @@ fn cmd_profile(g: &Global, a: &ProfileArgs) -> Result<i32, CliError> {
             ..ReadOptions::default()
         },
     )?;
+    // The guest's allowances (`aa-virt allow`) are part of what its start
+    // renders, so they are part of what this shows.
+    let state = std::env::var_os(aa_virt::lxc::ROOT_ENV)
+        .filter(|v| !v.is_empty())
+        .map_or_else(profile::Layout::default, |r| {
+            profile::Layout::under(Path::new(&r))
+        });
+    let guest = state.with_allowances(&guest)?;
     let templates = Templates::load(g.templates.as_deref())?;
     let r = profile::render(&guest, &templates, a.complain)?;
     if a.check {
