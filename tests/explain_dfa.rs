@@ -193,9 +193,17 @@ fn explain_agrees_on_rendered_guest_profiles() {
     assert!(entries.len() >= 3);
     let mut checked = 0;
     for xml in entries {
-        let mut g = parse(&std::fs::read_to_string(&xml).unwrap(), &ReadOptions::default()).unwrap();
+        let mut g = parse(
+            &std::fs::read_to_string(&xml).unwrap(),
+            &ReadOptions::default(),
+        )
+        .unwrap();
         g.id = Some(7);
-        g.add(aa_virt::guest::Resource::file("/srv/extra data.img", Access::RW, "allow: test"));
+        g.add(aa_virt::guest::Resource::file(
+            "/srv/extra data.img",
+            Access::RW,
+            "allow: test",
+        ));
         let set = aa_virt::policy::derive(&g).unwrap();
         let mut body: String = set
             .rules()
@@ -218,8 +226,18 @@ fn explain_agrees_on_rendered_guest_profiles() {
         let name = g.name.as_bytes();
         for p in [
             [b"/var/log/libvirt/qemu/".as_slice(), name, b".log"].concat(),
-            [b"/var/lib/libvirt/qemu/domain-7-".as_slice(), name, b"/monitor.sock"].concat(),
-            [b"/var/lib/libvirt/qemu/domain-8-".as_slice(), name, b"/monitor.sock"].concat(),
+            [
+                b"/var/lib/libvirt/qemu/domain-7-".as_slice(),
+                name,
+                b"/monitor.sock",
+            ]
+            .concat(),
+            [
+                b"/var/lib/libvirt/qemu/domain-8-".as_slice(),
+                name,
+                b"/monitor.sock",
+            ]
+            .concat(),
             [b"/run/libvirt/qemu/".as_slice(), name, b".pid"].concat(),
         ] {
             probes.push(p);
@@ -227,7 +245,13 @@ fn explain_agrees_on_rendered_guest_profiles() {
         for p in &probes {
             let want = dfa_access(&edges, &states, p);
             let v = policy.explain(p, Access::R);
-            assert_eq!(v.granted, want, "{}: {}", xml.display(), String::from_utf8_lossy(p));
+            assert_eq!(
+                v.granted,
+                want,
+                "{}: {}",
+                xml.display(),
+                String::from_utf8_lossy(p)
+            );
             checked += 1;
         }
         let v = policy.explain(b"/srv/extra data.img", Access::RW);

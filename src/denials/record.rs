@@ -128,8 +128,14 @@ fn fields(s: &str) -> Vec<(&str, &str)> {
     out
 }
 
-/// Parse one log line; `None` when it is not an AppArmor record.
+/// Parse one log line; `None` when it is not an AppArmor record. A line of
+/// `journalctl -o json` is read through its `MESSAGE` field.
 pub fn parse_line(line: &str) -> Option<Record> {
+    if line.trim_start().starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let msg = v.get("MESSAGE")?.as_str()?;
+        return (!msg.starts_with('{')).then(|| parse_line(msg)).flatten();
+    }
     let at = line.find("apparmor=")?;
     let time = line.find("audit(").and_then(|p| {
         let rest = &line[p + 6..];
@@ -359,6 +365,10 @@ mod tests {
         assert_eq!(r.name.as_deref(), Some("/tmp/a b/"));
         assert_eq!(r.profile.as_deref(), Some("snap.x"));
         assert!(parse_line("kernel: something else").is_none());
+        // `journalctl -k -o json` (journald's _TRANSPORT=kernel records).
+        let j = serde_json::json!({"_TRANSPORT": "kernel", "MESSAGE": k}).to_string();
+        assert_eq!(parse_line(&j).unwrap().name.as_deref(), Some("/tmp/a b/"));
+        assert!(parse_line(r#"{"MESSAGE": "apparmor= {"}"#).is_none());
     }
 
     #[test]
