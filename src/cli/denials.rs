@@ -441,7 +441,7 @@ pub fn run_mode(a: &ModeArgs) -> Result<i32, CmdError> {
     let complain = a.mode == ModeArg::Complain;
     allow::set_mode(&allow::dir_under(&root), &uuid, &name, Some(complain))?;
     let word = if complain { "complain" } else { "enforce" };
-    let profile = format!("libvirt-{uuid}");
+    let profile = aa_virt::libvirt::naming::profile_name(&uuid::Uuid::parse_str(&uuid)?);
     let changed = mode::apply(&Layout::under(&root), &profile, complain)?;
     println!(
         "{name}: {word} mode stored (kept across restarts){}",

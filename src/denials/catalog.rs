@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::libvirt::naming;
 use crate::lxc::naming::Names;
 use crate::policy::explain::{ExplainError, Policy};
 
@@ -62,17 +63,17 @@ impl Catalog {
             c.include_dirs.push(PathBuf::from("/etc/apparmor.d"));
         }
         let libvirt = policy.join("libvirt");
-        for (path, text) in files_in(&libvirt, |n| {
-            n.starts_with("libvirt-") && n.ends_with(".files")
-        }) {
-            let Some(profile) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".files"))
-            else {
+        let uuid_of = |n: &str| {
+            n.strip_suffix(naming::FILES_SUFFIX)
+                .and_then(naming::parse_profile_name)
+        };
+        for (path, text) in files_in(&libvirt, |n| uuid_of(n).is_some()) {
+            let Some(u) = path.file_name().and_then(|n| n.to_str()).and_then(uuid_of) else {
                 continue;
             };
-            let uuid = profile.trim_start_matches("libvirt-").to_string();
+            let profile = naming::profile_name(&u);
+            let profile = profile.as_str();
+            let uuid = u.hyphenated().to_string();
             // `# Device rules for libvirt guest "NAME" (UUID), ...`
             let name = text
                 .lines()

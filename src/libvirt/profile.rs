@@ -56,7 +56,7 @@ impl Layout {
     pub fn complain_mode(&self, guest: &Guest, configured: bool) -> Result<bool, ProfileError> {
         match super::mode::stored(self, guest)? {
             Some(complain) => {
-                if let Some(name) = guest.profile_name() {
+                if let Some(name) = guest.uuid.as_ref().map(super::naming::profile_name) {
                     super::mode::apply(self, &name, complain)?;
                 }
                 Ok(complain)
