@@ -54,7 +54,8 @@ impl Catalog {
     /// Find the guests under `root` (`/` on a live host): libvirt's in
     /// `etc/apparmor.d/libvirt`, LXC's in `var/lib/aa-virt/lxc`.
     pub fn scan(root: &Path) -> Catalog {
-        let policy = root.join("etc/apparmor.d");
+        let layout = crate::libvirt::profile::Layout::under(root);
+        let policy = layout.apparmor_dir.clone();
         let mut c = Catalog {
             include_dirs: vec![policy.clone()],
             ..Catalog::default()
@@ -62,7 +63,7 @@ impl Catalog {
         if policy != Path::new("/etc/apparmor.d") {
             c.include_dirs.push(PathBuf::from("/etc/apparmor.d"));
         }
-        let libvirt = policy.join("libvirt");
+        let libvirt = layout.libvirt_dir();
         let uuid_of = |n: &str| {
             n.strip_suffix(naming::FILES_SUFFIX)
                 .and_then(naming::parse_profile_name)
@@ -94,7 +95,7 @@ impl Catalog {
                 profile_file: if prof.exists() { prof } else { path.clone() },
             });
         }
-        let lxc = root.join("var/lib/aa-virt/lxc");
+        let lxc = crate::lxc::Layout::under(root).profile_dir;
         for (path, text) in files_in(&lxc, |n| !n.starts_with('.')) {
             // `# AppArmor profile for LXC container "NAME" in LXCPATH.`
             let Some(line) = text

@@ -24,7 +24,8 @@ pub struct Layout {
     pub lock_dir: PathBuf,
     /// Compiled-policy cache (`/var/cache/aa-virt/apparmor`).
     pub cache_dir: PathBuf,
-    /// Per-guest allowances (`/var/lib/aa-virt/allow`, see [`policy::allow`]).
+    /// Per-guest state: allowances and mode (`/var/lib/aa-virt/guests`, see
+    /// [`policy::allow`]).
     pub allow_dir: PathBuf,
 }
 
