@@ -244,3 +244,55 @@ fn from_a_denial_to_a_fix() {
     helper(&k, &sys, root, "-c");
     assert!(!flags().contains("complain"));
 }
+
+/// `--follow` prints each record appended to the log after it started,
+/// attributed like the others.
+#[test]
+fn follow_prints_new_records() {
+    use std::io::{BufRead, Write};
+    let k = common::FakeKernel::new();
+    let sys = k.sysroot();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    helper(&k, &sys, root, "-c");
+    let logf = root.join("audit.log");
+    std::fs::write(&logf, log()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aa-virt"))
+        .args([
+            "denials",
+            "vm1",
+            "--follow",
+            "--since",
+            "@1733300200",
+            "--log",
+        ])
+        .arg(&logf)
+        .arg("--root")
+        .arg(root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    // Give it time to reach the end of the file, then append.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&logf)
+        .unwrap();
+    writeln!(f, r#"type=AVC msg=audit(1733300300.000:300): apparmor="DENIED" operation="open" class="file" profile="{PROFILE}" name="/srv/late.img" pid=1 comm="qemu-system-x86" requested_mask="r" denied_mask="r" fsuid=64055 ouid=64055"#).unwrap();
+    writeln!(f, r#"type=AVC msg=audit(1733300301.000:301): apparmor="DENIED" operation="open" class="file" profile="/usr/sbin/ntpd" name="/x" pid=2 comm="ntpd" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#).unwrap();
+    drop(f);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        line.starts_with("vm1  DENIED open /srv/late.img r  x1"),
+        "{line}"
+    );
+    assert!(
+        line.contains("aa-virt allow vm1 /srv/late.img --perms r"),
+        "{line}"
+    );
+}

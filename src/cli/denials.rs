@@ -306,7 +306,12 @@ pub fn run_explain(a: &ExplainArgs) -> Result<i32, CmdError> {
         .filter(|w| !w.is_empty())
         .ok_or_else(|| format!("--perms {:?}: use the letters r, w, a, k, l, m", a.perms))?;
     let policy = catalog.policy(e)?;
-    let resolved = aa_virt::policy::paths::resolve(&a.path)?;
+    // The kernel reports /proc paths with the real pid: `self` here would
+    // be this process.
+    let resolved = match a.path.starts_with("/proc") {
+        true => a.path.clone(),
+        false => aa_virt::policy::paths::resolve(&a.path)?,
+    };
     let shown = display_path(&resolved);
     if resolved != a.path {
         println!("{} resolves to {shown}", display_path(&a.path));

@@ -110,9 +110,9 @@ pub struct Unread {
     pub text: String,
     /// Where it is.
     pub source: Source,
-    /// The fixed start of its path (before any glob), to tell whether it
-    /// could concern a given path.
-    pub prefix: Vec<u8>,
+    /// The fixed starts of its path (before any glob, one per variable
+    /// value), to tell whether it could concern a given path.
+    pub prefixes: Vec<Vec<u8>>,
 }
 
 /// A profile's file rules, read back from disk.
@@ -299,6 +299,12 @@ impl Policy {
 
     /// One rule without its trailing comma.
     fn rule(&mut self, rule: &str, source: Source) {
+        // Shown as one spaced line whatever the file's alignment (a quoted
+        // path keeps its spaces: they sit inside one word of the split).
+        let text = match rule.contains('"') {
+            true => rule.to_string(),
+            false => rule.split_whitespace().collect::<Vec<_>>().join(" "),
+        };
         let mut words = rule.split_whitespace().peekable();
         let (mut deny, mut owner) = (false, false);
         while let Some(&w) = words.peek() {
@@ -322,7 +328,7 @@ impl Policy {
                 owner,
                 patterns,
                 access: all,
-                text: rule.into(),
+                text: text.clone(),
                 source,
             });
         }
@@ -335,21 +341,27 @@ impl Policy {
         let Some(access) = parse_perms(perms) else {
             return;
         };
-        let prefix = fixed_prefix(path);
         match self.patterns(path) {
             Some(patterns) => self.rules.push(FileRule {
                 deny,
                 owner,
                 patterns,
                 access,
-                text: rule.into(),
+                text: text.clone(),
                 source,
             }),
-            None => self.unread.push(Unread {
-                text: rule.into(),
-                source,
-                prefix,
-            }),
+            None => {
+                let inner = path.trim_matches('"');
+                let prefixes = match expand_vars(inner, &self.vars) {
+                    Some(vs) => vs.iter().map(|v| fixed_prefix(&fold_slashes(v))).collect(),
+                    None => vec![fixed_prefix(inner)],
+                };
+                self.unread.push(Unread {
+                    text: text.clone(),
+                    source,
+                    prefixes,
+                })
+            }
         }
     }
 
@@ -362,17 +374,15 @@ impl Policy {
             .unwrap_or(path);
         let mut out = Vec::new();
         for v in expand_vars(inner, &self.vars)? {
+            // The parser folds repeated slashes (`@{PROC}/` is `/proc//`).
+            let v = fold_slashes(&v);
             // aa-virt's own form first (its domain id is an alternation).
             if let Some(p) = Pattern::parse_rendered(&format!("\"{v}\"")) {
                 out.push(p);
                 continue;
             }
             for alt in expand_braces(&v)? {
-                // The parser folds repeated slashes (`@{PROC}/` is `/proc//`).
-                let mut alt = alt;
-                while alt.contains("//") {
-                    alt = alt.replace("//", "/");
-                }
+                let alt = fold_slashes(&alt);
                 out.push(Pattern::parse_rendered(&format!("\"{alt}\""))?);
                 if out.len() > MAX_ALTERNATIVES {
                     return None;
@@ -402,7 +412,7 @@ impl Policy {
         let unsure = self
             .unread
             .iter()
-            .filter(|u| path.starts_with(&u.prefix))
+            .filter(|u| u.prefixes.iter().any(|p| path.starts_with(p)))
             .cloned()
             .collect();
         Verdict {
@@ -463,6 +473,17 @@ fn split_path(rest: &str) -> Option<(&str, &str)> {
     }
     let (perms, p) = rest.split_once(' ')?;
     is_path(p.trim()).then(|| (p.trim(), perms))
+}
+
+/// `a//b` as the parser reads it: `a/b`.
+fn fold_slashes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The bytes before the first glob, alternation or variable.
@@ -589,6 +610,13 @@ mod tests {
         let v = p.explain(b"/sys/b", Access::R);
         assert!(!v.allowed && v.unsure.len() == 1, "{v:?}");
         assert_eq!(v.unsure[0].source.line, 4);
+        // An unread rule under a variable only concerns its value's paths.
+        let p = policy(
+            "@{PROC}=/proc/\n@{PROC}/[0-9]*/stat r,\n@{E}=/etc/ /usr/etc/\n@{E}/ld.so.cache r,\n",
+        );
+        assert!(p.explain(b"/sys/x", Access::R).unsure.is_empty());
+        assert_eq!(p.explain(b"/proc/1/stat", Access::R).unsure.len(), 1);
+        assert!(p.explain(b"/usr/etc/ld.so.cache", Access::R).allowed);
     }
 
     #[test]
