@@ -109,7 +109,8 @@ pub fn dir_under(root: &Path) -> PathBuf {
     root.join("var/lib/aa-virt/guests")
 }
 
-fn file_of(dir: &Path, key: &str) -> PathBuf {
+/// The state file of guest `key` in `dir` (allowances and mode).
+pub fn file_of(dir: &Path, key: &str) -> PathBuf {
     // Keys are UUIDs (written in one spelling) or, for a key that is not
     // one, a name that cannot leave the directory.
     let name = match uuid::Uuid::parse_str(key) {
