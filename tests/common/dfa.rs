@@ -38,9 +38,24 @@ pub fn try_dfa_perms(rule: &str) -> Result<(Edges, StatePerms), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let p = dir.path().join("prof");
     std::fs::write(&p, format!("profile t {{\n{rule}\n}}\n")).map_err(|e| e.to_string())?;
+    dfa_of_profile(&p, &[]).map_err(|e| format!("rule {rule}: {e}"))
+}
+
+/// The file DFA (the first dumped) of a whole profile file, includes looked
+/// up in `includes` first, with each accepting state's masks.
+pub fn dfa_of_profile(
+    p: &std::path::Path,
+    includes: &[std::path::PathBuf],
+) -> Result<(Edges, StatePerms), String> {
+    let rule = p.display();
     let parser = Parser::new();
     let out = Command::new(&parser.bin)
         .args(["--skip-kernel-load", "--skip-cache", "-D", "dfa-graph"])
+        .args(
+            includes
+                .iter()
+                .flat_map(|d| [OsStr::new("-I"), d.as_os_str()]),
+        )
         .args(
             parser
                 .features
