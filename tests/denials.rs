@@ -85,15 +85,27 @@ fn denials(root: &Path, logf: &Path) -> serde_json::Value {
     serde_json::from_str(&ok(&o)).unwrap()
 }
 
-#[test]
-fn from_a_denial_to_a_fix() {
+/// A stand-in kernel and its sysroot, a root where the helper made vm1's
+/// profile, and the recorded log in it.
+fn guest_with_log() -> (
+    common::FakeKernel,
+    std::path::PathBuf,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
     let k = common::FakeKernel::new();
     let sys = k.sysroot();
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    helper(&k, &sys, root, "-c");
-    let logf = root.join("audit.log");
+    let dir = tempfile::tempdir().unwrap();
+    helper(&k, &sys, dir.path(), "-c");
+    let logf = dir.path().join("audit.log");
     std::fs::write(&logf, log()).unwrap();
+    (k, sys, dir, logf)
+}
+
+#[test]
+fn from_a_denial_to_a_fix() {
+    let (k, sys, dir, logf) = guest_with_log();
+    let root = dir.path();
 
     // Attribution.
     let d = denials(root, &logf);
@@ -250,13 +262,8 @@ fn from_a_denial_to_a_fix() {
 #[test]
 fn follow_prints_new_records() {
     use std::io::{BufRead, Write};
-    let k = common::FakeKernel::new();
-    let sys = k.sysroot();
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    helper(&k, &sys, root, "-c");
-    let logf = root.join("audit.log");
-    std::fs::write(&logf, log()).unwrap();
+    let (_kernel, _sys, dir, logf) = guest_with_log();
+    let root = dir.path();
     let mut child = Command::new(env!("CARGO_BIN_EXE_aa-virt"))
         .args([
             "denials",

@@ -64,7 +64,7 @@ pub fn dfa_of_profile(
         )
         .arg("-o")
         .arg("/dev/null")
-        .arg(&p)
+        .arg(p)
         .output()
         .expect("apparmor_parser must be installed (Debian package apparmor)");
     if !out.status.success() {
