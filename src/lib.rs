@@ -8,6 +8,7 @@
 
 pub mod apparmor;
 pub mod config;
+pub mod denials;
 pub mod guest;
 pub mod install;
 pub mod libvirt;

@@ -40,6 +40,11 @@ const EXTRA: &[(&str, &str, &str)] = &[
         "EXAMPLES",
         include_str!("../../docs/man/aa-virt-profile.EXAMPLES"),
     ),
+    (
+        "aa-virt-denials",
+        "EXAMPLES",
+        include_str!("../../docs/man/aa-virt-denials.EXAMPLES"),
+    ),
 ];
 
 /// Render plain text (see [`EXTRA`]) as a roff section: a paragraph that

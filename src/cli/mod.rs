@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser as ClapParser, Subcommand};
 
+mod denials;
 mod lxc;
 mod manpages;
 
@@ -89,6 +90,16 @@ pub enum Command {
     /// Reload running guests' policy from the profile files on disk (after
     /// editing /etc/apparmor.d/local/ or upgrading the abstraction).
     Reload(ReloadArgs),
+    /// AppArmor denials (and complain-mode ALLOWED records) per guest, folded, each traced to its device or to the narrowest fix.
+    Denials(denials::DenialsArgs),
+    /// Is a host path allowed for a guest, by which rule, and where does that rule come from?
+    Explain(denials::ExplainArgs),
+    /// Grant a libvirt guest one more host path, persistently (vetted like a disk; in force at once for a running guest).
+    Allow(denials::AllowArgs),
+    /// Remove an allowance made with `aa-virt allow`.
+    Disallow(denials::DisallowArgs),
+    /// Put a libvirt guest in complain or enforce mode, persistently (in force at once for a running guest).
+    Mode(denials::ModeArgs),
 }
 
 /// `aa-virt helper`: everything after it goes to the helper's own parser.
@@ -380,6 +391,14 @@ fn cmd_profile(g: &Global, a: &ProfileArgs) -> Result<i32, CliError> {
             ..ReadOptions::default()
         },
     )?;
+    // The guest's allowances (`aa-virt allow`) are part of what its start
+    // renders, so they are part of what this shows.
+    let state = std::env::var_os(aa_virt::lxc::ROOT_ENV)
+        .filter(|v| !v.is_empty())
+        .map_or_else(profile::Layout::default, |r| {
+            profile::Layout::under(Path::new(&r))
+        });
+    let guest = state.with_allowances(&guest)?;
     let templates = Templates::load(g.templates.as_deref())?;
     let r = profile::render(&guest, &templates, a.complain)?;
     if a.check {
@@ -591,6 +610,11 @@ pub fn main() -> i32 {
         Command::Status(a) => cmd_status(a),
         Command::Reload(a) => cmd_reload(a),
         Command::Lxc(a) => lxc::run_lxc(cli.global.templates.as_deref(), a),
+        Command::Denials(a) => denials::run_denials(a),
+        Command::Explain(a) => denials::run_explain(a),
+        Command::Allow(a) => denials::run_allow(a),
+        Command::Disallow(a) => denials::run_disallow(a),
+        Command::Mode(a) => denials::run_mode(a),
     };
     match res {
         Ok(code) => code,

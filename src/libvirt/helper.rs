@@ -370,7 +370,15 @@ fn regenerate(
     dryrun: bool,
     out: &mut dyn Write,
 ) -> Result<HelperOutcome, HelperError> {
-    let r = profile::render(guest, &ctx.templates, ctx.complain(guest))?;
+    let guest = &ctx.layout.with_allowances(guest)?;
+    // A dry run writes nothing, not even the stored mode's flag.
+    let complain = match dryrun {
+        true => super::mode::stored(&ctx.layout, guest)
+            .map_err(profile::ProfileError::from)?
+            .unwrap_or(ctx.complain(guest)),
+        false => ctx.layout.complain_mode(guest, ctx.complain(guest))?,
+    };
+    let r = profile::render(guest, &ctx.templates, complain)?;
     for s in &guest.skipped {
         tracing::info!("guest {}: {}: no rule: {}", guest.name, s.origin, s.reason);
     }

@@ -244,10 +244,12 @@ impl Hook {
             op: op.name().into(),
             source: Box::new(source),
         };
-        let complain = self.config.complain_for(&guest.name, guest.uuid.as_ref());
+        let configured = self.config.complain_for(&guest.name, guest.uuid.as_ref());
+        let complain = self.layout.complain_mode(guest, configured).map_err(perr)?;
         // A guest aa-virt refuses (a restricted path, an unusable name) never
         // starts, whatever `fail` says: that is a policy decision, not a
         // host failure.
+        let guest = &self.layout.with_allowances(guest).map_err(perr)?;
         let r = profile::render(guest, &self.templates, complain).map_err(perr)?;
         if let Err(e) = std::fs::create_dir_all(&self.layout.cache_dir) {
             tracing::debug!("cannot create {}: {e}", self.layout.cache_dir.display());

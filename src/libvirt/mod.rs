@@ -7,7 +7,9 @@ pub mod helper;
 pub mod helper_args;
 pub mod hook;
 pub mod image;
+pub mod mode;
 pub mod naming;
 pub mod profile;
+pub mod refresh;
 
 pub use domain::{parse, read_input, DomainError, ReadOptions};

@@ -24,6 +24,9 @@ pub struct Layout {
     pub lock_dir: PathBuf,
     /// Compiled-policy cache (`/var/cache/aa-virt/apparmor`).
     pub cache_dir: PathBuf,
+    /// Per-guest state: allowances and mode (`/var/lib/aa-virt/guests`, see
+    /// [`policy::allow`]).
+    pub allow_dir: PathBuf,
 }
 
 impl Default for Layout {
@@ -39,6 +42,27 @@ impl Layout {
             apparmor_dir: root.join("etc/apparmor.d"),
             lock_dir: store::lock_dir_under(root),
             cache_dir: store::cache_dir_under(root),
+            allow_dir: policy::allow::dir_under(root),
+        }
+    }
+
+    /// The guest with its stored allowances (`aa-virt allow`) added as
+    /// resources, vetted like every device when its rules are derived.
+    pub fn with_allowances(&self, guest: &Guest) -> Result<Guest, ProfileError> {
+        Ok(policy::allow::with_allowances(guest, &self.allow_dir)?)
+    }
+
+    /// Complain mode for `guest`: its stored mode (`aa-virt mode`), set on
+    /// an already installed profile file too, else `configured`.
+    pub fn complain_mode(&self, guest: &Guest, configured: bool) -> Result<bool, ProfileError> {
+        match super::mode::stored(self, guest)? {
+            Some(complain) => {
+                if let Some(name) = guest.uuid.as_ref().map(super::naming::profile_name) {
+                    super::mode::apply(self, &name, complain)?;
+                }
+                Ok(complain)
+            }
+            None => Ok(configured),
         }
     }
 
@@ -121,6 +145,12 @@ pub enum ProfileError {
     /// A template failed.
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// The guest's allowances could not be read or are refused.
+    #[error(transparent)]
+    Allow(#[from] policy::allow::AllowError),
+    /// The guest's stored mode could not be read or applied.
+    #[error(transparent)]
+    Mode(#[from] super::mode::ModeError),
     /// The parser rejected the result.
     #[error("guest {guest}: the rendered profile does not compile: {source}")]
     Parser {

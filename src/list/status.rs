@@ -190,6 +190,12 @@ pub fn status(opts: &ListOptions, name: &str) -> Result<Detail, ListError> {
             files.push(file_info("profile", prof.clone()));
             files.push(file_info("rules", fpath.clone()));
             files.push(file_info("local", local.clone()));
+            // Allowances and mode (`aa-virt allow`, `aa-virt mode`).
+            if let Some(u) = crate::libvirt::naming::parse_profile_name(p) {
+                let key = u.hyphenated().to_string();
+                let state = crate::policy::allow::file_of(&layout.allow_dir, &key);
+                files.push(file_info("state", state));
+            }
             sources.extend([prof, fpath.clone(), local]);
             match std::fs::read_to_string(&fpath) {
                 Ok(t) => {

@@ -160,6 +160,16 @@ pub fn split_comment(line: &str) -> (&str, Option<&str>) {
     (line, None)
 }
 
+/// The origins aa-virt writes in a rule's comment (`disk vda; allow: X`).
+pub fn origins(comment: &str) -> Vec<String> {
+    comment
+        .trim()
+        .split("; ")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Is this (comment-free, trimmed) text a rule rather than a preamble,
 /// include or block line?
 fn is_rule(text: &str) -> bool {
@@ -176,15 +186,7 @@ pub fn rules(text: &str) -> Vec<ReadRule> {
         if !is_rule(rule) {
             continue;
         }
-        let origins = comment
-            .map(|c| {
-                c.trim()
-                    .split("; ")
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let origins = comment.map(origins).unwrap_or_default();
         let pattern = rule.strip_suffix(',').and_then(|r| {
             let r = r.trim_start_matches("owner ").trim_start_matches("audit ");
             // `"path" perms` — the pattern is the quoted head.

@@ -2,7 +2,9 @@
 //! restricted-path list each live in exactly one place here.
 
 pub mod abi;
+pub mod allow;
 pub mod escape;
+pub mod explain;
 pub mod files;
 pub mod paths;
 pub mod rules;

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod denials;
 mod install;
 mod list;
 mod reload;

@@ -22,12 +22,40 @@ pub type Edges = HashMap<String, Vec<(String, u8)>>;
 /// Compile some rule lines and return the first DFA's edges and accepting
 /// states, or the parser's complaint.
 pub fn try_dfa(rule: &str) -> Result<(Edges, Vec<String>), String> {
+    try_dfa_perms(rule).map(|(edges, perms)| {
+        let mut accepting: Vec<String> = perms.into_keys().collect();
+        accepting.sort();
+        (edges, accepting)
+    })
+}
+
+/// Permissions of an accepting state as dumped: `(0x ALLOW/DENY/AUDIT/QUIET)`.
+pub type StatePerms = HashMap<String, (u32, u32)>;
+
+/// [`try_dfa`] with each accepting state's allow and deny masks (the
+/// allow mask already has denied bits taken out by the parser).
+pub fn try_dfa_perms(rule: &str) -> Result<(Edges, StatePerms), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let p = dir.path().join("prof");
     std::fs::write(&p, format!("profile t {{\n{rule}\n}}\n")).map_err(|e| e.to_string())?;
+    dfa_of_profile(&p, &[]).map_err(|e| format!("rule {rule}: {e}"))
+}
+
+/// The file DFA (the first dumped) of a whole profile file, includes looked
+/// up in `includes` first, with each accepting state's masks.
+pub fn dfa_of_profile(
+    p: &std::path::Path,
+    includes: &[std::path::PathBuf],
+) -> Result<(Edges, StatePerms), String> {
+    let rule = p.display();
     let parser = Parser::new();
     let out = Command::new(&parser.bin)
         .args(["--skip-kernel-load", "--skip-cache", "-D", "dfa-graph"])
+        .args(
+            includes
+                .iter()
+                .flat_map(|d| [OsStr::new("-I"), d.as_os_str()]),
+        )
         .args(
             parser
                 .features
@@ -36,7 +64,7 @@ pub fn try_dfa(rule: &str) -> Result<(Edges, Vec<String>), String> {
         )
         .arg("-o")
         .arg("/dev/null")
-        .arg(&p)
+        .arg(p)
         .output()
         .expect("apparmor_parser must be installed (Debian package apparmor)");
     if !out.status.success() {
@@ -59,7 +87,7 @@ pub fn try_dfa(rule: &str) -> Result<(Edges, Vec<String>), String> {
     let mut edges: Edges = HashMap::new();
     // Default transitions: (from, to, bytes not taken).
     let mut defaults: Vec<(String, String, Vec<u8>)> = Vec::new();
-    let mut accepting = Vec::new();
+    let mut accepting: StatePerms = HashMap::new();
     let lines: Vec<&str> = first.lines().collect();
     let mut i = 0;
     while i < lines.len() {
@@ -70,6 +98,13 @@ pub fn try_dfa(rule: &str) -> Result<(Edges, Vec<String>), String> {
         {
             let label = lines.get(i + 1).map(|s| s.trim()).unwrap_or("");
             let (from, to) = (from.trim_matches('"'), to.trim().trim_matches('"'));
+            // An edge without a label takes every byte (the part after the
+            // NUL of a link rule's pair of paths).
+            if label == "]" {
+                defaults.push((from.to_string(), to.to_string(), Vec::new()));
+                i += 1;
+                continue;
+            }
             if let Some(set) = label
                 .strip_prefix("label=\"[^")
                 .and_then(|l| l.strip_suffix("]\""))
@@ -98,7 +133,20 @@ pub fn try_dfa(rule: &str) -> Result<(Edges, Vec<String>), String> {
             && i + 1 < lines.len()
             && lines[i + 1].contains("label=")
         {
-            accepting.push(l.trim_end_matches('[').trim().trim_matches('"').to_string());
+            let state = l.trim_end_matches('[').trim().trim_matches('"').to_string();
+            // `label="{7}\n (0x 10004/0/0/0)"`
+            let masks: Vec<u32> = lines[i + 1]
+                .split("(0x ")
+                .nth(1)
+                .and_then(|m| m.split(')').next())
+                .map(|m| {
+                    m.split('/')
+                        .filter_map(|h| u32::from_str_radix(h.trim(), 16).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mask = |i: usize| masks.get(i).copied().unwrap_or(0);
+            accepting.insert(state, (mask(0), mask(1)));
         }
         i += 1;
     }

@@ -8,6 +8,7 @@ mod common;
 mod abi_releases;
 mod differential;
 mod escaping;
+mod explain_dfa;
 mod fuzz_corpus;
 mod golden;
 mod hostile;
