@@ -84,6 +84,17 @@ impl Ctx<'_> {
                 d.is_active(),
             )
         };
+        if local {
+            // `aa-virt allow` and `aa-virt mode` state (unreadable: unknown).
+            let (dir, key) = (&self.opts.layout.allow_dir, d.uuid.hyphenated().to_string());
+            g.allowances = crate::policy::allow::load(dir, &key, &d.name)
+                .ok()
+                .map(|a| a.len());
+            g.stored_mode = crate::policy::allow::mode(dir, &key, &d.name)
+                .ok()
+                .flatten()
+                .map(|c| if c { "complain" } else { "enforce" }.to_string());
+        }
         let expected = Label::profile(&profile);
         let libvirt_label = d.label.as_ref();
         if local {

@@ -183,6 +183,11 @@ pub struct GuestRow {
     pub rules: Option<usize>,
     /// The file they were counted in.
     pub rules_file: Option<String>,
+    /// Allowances made with `aa-virt allow` (counted in `rules` once rendered).
+    pub allowances: Option<usize>,
+    /// The mode set with `aa-virt mode` (`complain`, `enforce`), kept
+    /// across restarts; `None` when the configuration decides.
+    pub stored_mode: Option<String>,
     /// Denials attributed to it in the log.
     pub denials: Option<usize>,
     /// Verdict for an active guest: confined exactly as expected.
@@ -216,6 +221,8 @@ impl GuestRow {
             namespace_profiles: None,
             rules: None,
             rules_file: None,
+            allowances: None,
+            stored_mode: None,
             denials: None,
             confined: None,
             problems: Vec::new(),

@@ -185,6 +185,8 @@ const FIELDS: &[Field] = &[
         col(11, "RULES", false, |_, r| num(r.rules)),
     ),
     field("rules_file", |r| json!(r.rules_file), None),
+    field("allowances", |r| json!(r.allowances), None),
+    field("stored_mode", |r| json!(r.stored_mode), None),
     field(
         "denials",
         |r| json!(r.denials),

@@ -156,6 +156,11 @@ fn corpus_node_with_many_domains() {
         ),
     )
     .unwrap();
+    // `aa-virt allow` and `aa-virt mode` state for guest a.
+    let state = aa_virt::policy::allow::dir_under(&pol);
+    aa_virt::policy::allow::add(&state, &a.1, &a.0, Path::new("/srv/extra.img"), "r", "test")
+        .unwrap();
+    aa_virt::policy::allow::set_mode(&state, &a.1, &a.0, Some(true)).unwrap();
     let args = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = vec![
             "list".into(),
@@ -200,6 +205,8 @@ fn corpus_node_with_many_domains() {
     assert_eq!(ga["loaded"], true);
     assert_eq!(ga["mode"], "enforce");
     assert_eq!(ga["rules"], rules);
+    assert_eq!(ga["allowances"], 1);
+    assert_eq!(ga["stored_mode"], "complain");
     assert_eq!(ga["denials"], 2);
     // The test driver reports label "libvirt-test": not the expected one.
     assert_eq!(ga["label_source"], "libvirt");
@@ -215,6 +222,8 @@ fn corpus_node_with_many_domains() {
     assert_eq!(gb["mode"], "complain");
     assert!(gb["problems"].to_string().contains("complain mode"));
     assert_eq!(gb["rules"], Value::Null);
+    assert_eq!(gb["allowances"], 0);
+    assert_eq!(gb["stored_mode"], Value::Null);
     assert_eq!(gb["denials"], 0);
     let gc = guest(&v, &c.0);
     assert_eq!(gc["loaded"], false);
