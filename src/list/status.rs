@@ -392,12 +392,22 @@ pub fn text(d: &Detail) -> String {
     line(
         "profile:",
         format!(
-            "{}  loaded: {}  mode: {}",
+            "{}  loaded: {}  mode: {}{}",
             opt(g.profile.as_deref()),
             yn(g.loaded, na),
-            g.mode.as_deref().unwrap_or(na)
+            g.mode.as_deref().unwrap_or(na),
+            g.stored_mode
+                .as_deref()
+                .map(|m| format!(" (kept: {m}, aa-virt mode)"))
+                .unwrap_or_default()
         ),
     );
+    if let Some(n) = g.allowances.filter(|n| *n > 0) {
+        line(
+            "allowed:",
+            format!("{n} path(s) with aa-virt allow (rules from: allow: REASON)"),
+        );
+    }
     line(
         "loaded at:",
         match (d.loaded_at, d.loaded_at_source) {

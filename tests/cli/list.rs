@@ -436,6 +436,18 @@ fn status_rules_origins_cache_and_denied_devices() {
     assert!(t.contains("device: none (no rule covers this path)"), "{t}");
     assert!(t.contains("cache:     fresh"), "{t}");
 
+    // Allowances and the kept mode show, and the state file is listed.
+    let state = aa_virt::policy::allow::dir_under(&pol);
+    aa_virt::policy::allow::add(&state, &a.1, &a.0, Path::new("/srv/x.img"), "rw", "t").unwrap();
+    aa_virt::policy::allow::set_mode(&state, &a.1, &a.0, Some(true)).unwrap();
+    let t = out(&aa_virt(&sys, &args));
+    assert!(t.contains("allowed:   1 path(s) with aa-virt allow"), "{t}");
+    assert!(t.contains("(kept: complain, aa-virt mode)"), "{t}");
+    assert!(
+        t.contains("state") && t.contains(&format!("guests/{}.json", a.1)),
+        "{t}"
+    );
+
     // Stale once the rules change after the cache was written.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     std::fs::write(layout.files_path(&profile), files.as_bytes()).unwrap();
