@@ -103,9 +103,10 @@ run_release() {
 
     # 4. Boot. snapshot=on keeps the cached image pristine; cache=unsafe
     # because the guest's writes are thrown away anyway. A long audit
-    # backlog: Debian 13 ships over a hundred profiles, and reloading them
-    # all must not drop the records the cases look for.
-    local append="console=ttyS0 root=/dev/vda rw rootfstype=ext4 apparmor=1 security=apparmor panic=-1 quiet systemd.show_status=1 audit_backlog_limit=8192"
+    # backlog and a large kernel log: Debian 13 ships over a hundred
+    # profiles, reloading them all must not drop the records the cases look
+    # for, and there the suite reads them from dmesg (run-suite.sh).
+    local append="console=ttyS0 root=/dev/vda rw rootfstype=ext4 apparmor=1 security=apparmor panic=-1 quiet systemd.show_status=1 audit_backlog_limit=8192 log_buf_len=16M"
     local qemu=(qemu-system-x86_64 -accel tcg -m "$mem" -smp "$smp" -nodefaults -no-user-config
           -display none -no-reboot
           -kernel "$img/vmlinuz" -initrd "$img/initrd.img"
