@@ -33,17 +33,19 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# End-to-end suite on a real AppArmor kernel: builds aa-virt, builds or
-# reuses the cached Debian 12 guest image, boots it under qemu (TCG) and
-# prints "N passed, M failed". See integration-vms/README.md.
+# End-to-end suite on a real AppArmor kernel: builds aa-virt, then for
+# Debian 12 and Debian 13 in turn builds or reuses the cached guest image,
+# boots it under qemu (TCG) and prints "Debian N: X passed, Y failed"; the
+# last line is the total "N passed, M failed". AA_VIRT_ITEST_DEBIAN=12 or 13
+# runs one release. See integration-vms/README.md.
 .PHONY: itest itest-image
 
 itest:
 	integration-vms/run.sh
 
-# Only build (or confirm the cache of) the guest image.
+# Only build (or confirm the cache of) the guest images.
 itest-image:
-	integration-vms/build-image.sh
+	for r in $${AA_VIRT_ITEST_DEBIAN:-12 13}; do AA_VIRT_ITEST_DEBIAN=$$r integration-vms/build-image.sh || exit 1; done
 
 # Man pages and completions generated from the command line definition.
 docs: build

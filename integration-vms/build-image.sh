@@ -1,10 +1,11 @@
 #!/bin/bash
-# Build (or reuse) the Debian 12 guest image for integration-vms.
+# Build (or reuse) a Debian guest image for integration-vms.
 #
+# Release: AA_VIRT_ITEST_DEBIAN=12 (bookworm, the default) or 13 (trixie).
 # Output: a directory with vmlinuz, initrd.img and root.ext4, cached under
-#   ${AA_VIRT_ITEST_CACHE:-/var/cache/aa-virt-itest}/<hash of builder inputs>/
-# The hash covers this script, lib/ and guest/, so editing any of them makes
-# a new image; an unchanged builder reuses the cache. The image directory's
+#   ${AA_VIRT_ITEST_CACHE:-/var/cache/aa-virt-itest}/debian<N>-<hash>/
+# The key is the release plus a hash of this script, lib/ and guest/, so
+# editing any of them makes a new image; an unchanged builder reuses the cache. The image directory's
 # path is the only thing printed on stdout; progress goes to stderr.
 #
 # The build runs in a temp dir next to the cache entry and is renamed into
@@ -18,10 +19,18 @@ exec 3>&1 1>&2
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/mirror.sh"
 
-SUITE=bookworm
+RELEASE=${AA_VIRT_ITEST_DEBIAN:-12}
+case "$RELEASE" in
+12) SUITE=bookworm ;;
+13) SUITE=trixie ;;
+*) echo "build-image: AA_VIRT_ITEST_DEBIAN must be 12 or 13, not '$RELEASE'" >&2; exit 2 ;;
+esac
 IMAGE_SIZE=3G
-# Present in the base (debootstrap --include): boot, AppArmor, small initrd.
-BASE_PACKAGES=systemd-sysv,udev,kmod,apparmor,apparmor-utils,linux-image-amd64,initramfs-tools,zstd,procps
+# Boot, AppArmor, small initrd. Installed with apt in the chroot after a
+# plain minbase debootstrap: on a Debian 12 host, debootstrap --include of
+# systemd-sysv for trixie fails (systemd pre-depends on libsystemd-shared,
+# unpacked but not yet configured at that point; build-facts.md).
+BASE_PACKAGES=(systemd-sysv udev kmod apparmor apparmor-utils linux-image-amd64 initramfs-tools zstd procps)
 # Everything the suite needs, installed at build time (the guest has no
 # network). Adding a package here changes the hash, hence a rebuild.
 GUEST_PACKAGES=(
@@ -41,7 +50,7 @@ inputs_hash() {
 }
 
 cache_root=${AA_VIRT_ITEST_CACHE:-/var/cache/aa-virt-itest}
-key=$(inputs_hash)
+key=debian$RELEASE-$(inputs_hash)
 dest=$cache_root/$key
 
 if [ "${1:-}" = --print-key ]; then echo "$key" >&3; exit 0; fi
@@ -77,7 +86,7 @@ for old in "$cache_root"/.build-*; do
     rm -rf --one-file-system "$old"
 done
 
-mirror=$(debian_mirror "$SUITE")
+mirror=$(debian_archive_mirror "$SUITE")
 tmp=$(mktemp -d "$cache_root/.build-$key.XXXXXX")
 rootfs=$tmp/rootfs
 cleanup() {
@@ -93,7 +102,7 @@ trap 'exit 130' INT TERM HUP   # so that cleanup runs when interrupted
 
 t0=$(date +%s)
 log "debootstrap $SUITE from $mirror into $rootfs"
-debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$rootfs" "$mirror" \
+debootstrap --variant=minbase "$SUITE" "$rootfs" "$mirror" \
     > "$tmp/debootstrap.log" 2>&1 || { tail -n 30 "$tmp/debootstrap.log" >&2; exit 1; }
 t1=$(date +%s); log "debootstrap took $((t1 - t0)) s"
 
@@ -102,7 +111,7 @@ t1=$(date +%s); log "debootstrap took $((t1 - t0)) s"
 {
     echo "deb $mirror $SUITE main"
     echo "deb $mirror $SUITE-updates main"
-    if sec=$(debian_mirror "$SUITE-security" 2>/dev/null); then
+    if sec=$(debian_archive_mirror "$SUITE-security" 2>/dev/null); then
         echo "deb $sec $SUITE-security main"
     fi
 } > "$rootfs/etc/apt/sources.list"
@@ -113,9 +122,10 @@ mount -t proc proc "$rootfs/proc"
 
 in_chroot() { DEBIAN_FRONTEND=noninteractive LC_ALL=C chroot "$rootfs" "$@"; }
 
-log "installing guest packages: ${GUEST_PACKAGES[*]}"
+log "installing base and guest packages: ${BASE_PACKAGES[*]} ${GUEST_PACKAGES[*]}"
 {
     in_chroot apt-get update -q
+    in_chroot apt-get install -y -q --no-install-recommends "${BASE_PACKAGES[@]}"
     in_chroot apt-get install -y -q --no-install-recommends "${GUEST_PACKAGES[@]}"
 } > "$tmp/apt.log" 2>&1 || { tail -n 30 "$tmp/apt.log" >&2; exit 1; }
 t2=$(date +%s); log "package install took $((t2 - t1)) s"
@@ -161,6 +171,7 @@ t4=$(date +%s); log "image took $((t4 - t3)) s"
 
 {
     echo "key=$key"
+    echo "release=$RELEASE ($SUITE)"
     echo "kernel=$kver"
     echo "mirror=$mirror"
     echo "built=$(date -u +%FT%TZ)"
@@ -178,10 +189,10 @@ trap - EXIT
 log "built $dest in $((t4 - t0)) s (kernel $kver)"
 
 # Old images (other builder versions, e.g. other branches) are ~1 GB each:
-# keep the most recently used few, and never one used in the last hour (a
-# concurrent run may be about to boot it).
+# keep the most recently used few of this release, and never one used in the
+# last hour (a concurrent run may be about to boot it).
 keep_n=${AA_VIRT_ITEST_CACHE_KEEP:-2}
-ls -1dt "$cache_root"/*/ 2>/dev/null | tail -n +"$((keep_n + 1))" | while read -r old; do
+ls -1dt "$cache_root"/debian"$RELEASE"-*/ 2>/dev/null | tail -n +"$((keep_n + 1))" | while read -r old; do
     old=${old%/}
     [ -n "$(find "$old" -maxdepth 0 -mmin -60)" ] && continue
     log "pruning old image $old"

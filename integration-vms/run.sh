@@ -1,13 +1,17 @@
 #!/bin/bash
-# Host side of integration-vms: build aa-virt, build or reuse the guest
-# image, boot it headless under qemu (TCG) with the suite in a 9p share,
-# print the guest's "N passed, M failed" line. Exit status is non-zero on
-# any failure, on timeout, or when the guest left no result.
+# Host side of integration-vms: build aa-virt, then for each Debian release
+# (12 bookworm, 13 trixie; one after the other) build or reuse the guest
+# image, boot it headless under qemu (TCG) with the suite in a 9p share and
+# print the guest's "N passed, M failed" line as "Debian N: ...". The very
+# last line is the total over all releases, "N passed, M failed". Exit
+# status is non-zero on any failure, on timeout, or when a guest left no
+# result (a release that gives no result counts as one failure).
 #
 # Env:
+#   AA_VIRT_ITEST_DEBIAN     "12", "13" or "12 13" (default): releases to run
 #   CARGO_TARGET_DIR         honoured (via cargo metadata)
 #   AA_VIRT_BIN=PATH         use this binary, skip cargo build
-#   AA_VIRT_ITEST_TIMEOUT    hard limit for the qemu run in s (default 1800)
+#   AA_VIRT_ITEST_TIMEOUT    hard limit for each qemu run in s (default 1800)
 #   AA_VIRT_ITEST_MEM        guest RAM in MiB (default 2048)
 #   AA_VIRT_ITEST_SMP        guest vCPUs (default: host cores, at most 2)
 #   AA_VIRT_ITEST_ONLY       ERE: run only matching cases
@@ -15,7 +19,7 @@
 #   AA_VIRT_ITEST_KEEP=1     keep the work dir (share, logs) even on success
 #   AA_VIRT_ITEST_DEBUG=1    interactive: serial console on this terminal,
 #                            guest stays up after the suite (root, no password;
-#                            Ctrl-a x quits qemu)
+#                            Ctrl-a x quits qemu); needs one release
 #   AA_VIRT_ITEST_CACHE      image cache root (default /var/cache/aa-virt-itest)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,81 +45,138 @@ fi
 [ -x "$bin" ] || { say "no aa-virt binary at $bin"; exit 1; }
 t_cargo=$(date +%s)
 
-# 2. The image.
-img=$("$here/build-image.sh")
-t_image=$(date +%s)
 
-# 3. The share: what the guest sees at $SHARE (see README.md).
-work=$(mktemp -d "${TMPDIR:-/tmp}/aa-virt-itest.XXXXXX")
-share=$work/share
-keep=${AA_VIRT_ITEST_KEEP:-0}
-cleanup() { if [ "$keep" = 1 ]; then say "work dir kept: $work"; else rm -rf "$work"; fi; }
-trap cleanup EXIT
-mkdir -p "$share/bin" "$share/out"
-install -m 0755 "$bin" "$share/bin/aa-virt"
-cp -a "$here/suite" "$share/suite"
-for d in templates libvirt-hooks lxc-hooks; do
-    [ -d "$repo/$d" ] && cp -a "$repo/$d" "$share/$d"
+releases=${AA_VIRT_ITEST_DEBIAN:-12 13}
+for r in $releases; do
+    case "$r" in
+    12|13) ;;
+    *) say "AA_VIRT_ITEST_DEBIAN: unknown release '$r' (want 12, 13 or \"12 13\")"; exit 2 ;;
+    esac
 done
-{
-    [ -n "${AA_VIRT_ITEST_ONLY:-}" ] && printf 'AA_ITEST_ONLY=%q\n' "$AA_VIRT_ITEST_ONLY"
-    [ -n "${AA_VIRT_ITEST_CASE_TIMEOUT:-}" ] && printf 'AA_ITEST_CASE_TIMEOUT=%q\n' "$AA_VIRT_ITEST_CASE_TIMEOUT"
-    true
-} > "$share/suite/env"
+if [ "$debug" = 1 ] && [ "$(wc -w <<<"$releases")" != 1 ]; then
+    say "AA_VIRT_ITEST_DEBUG=1 needs one release: set AA_VIRT_ITEST_DEBIAN=12 or 13"
+    exit 2
+fi
 
-# 4. Boot. snapshot=on keeps the cached image pristine; cache=unsafe because
-# the guest's writes are thrown away anyway.
-append="console=ttyS0 root=/dev/vda rw rootfstype=ext4 apparmor=1 security=apparmor panic=-1 quiet systemd.show_status=1"
-qemu=(qemu-system-x86_64 -accel tcg -m "$mem" -smp "$smp" -nodefaults -no-user-config
-      -display none -no-reboot
-      -kernel "$img/vmlinuz" -initrd "$img/initrd.img"
-      -drive "file=$img/root.ext4,if=virtio,format=raw,snapshot=on,cache=unsafe"
-      -virtfs "local,path=$share,mount_tag=share,security_model=none,id=share")
-console=$work/console.log
-if [ "$debug" = 1 ]; then
-    keep=1
-    say "debug boot: serial console here; Ctrl-a x quits"
-    "${qemu[@]}" -serial mon:stdio -append "$append aa_virt_itest.debug=1" || true
-    exit 0
-fi
-say "booting $(basename "$img") (TCG, ${smp} vCPU, ${mem} MiB, timeout ${timeout_s}s)"
-rc=0
-timeout --kill-after=15 "$timeout_s" "${qemu[@]}" -serial "file:$console" -append "$append" \
-    < /dev/null > "$work/qemu.log" 2>&1 || rc=$?
-t_run=$(date +%s)
+keep=${AA_VIRT_ITEST_KEEP:-0}
+works=()
+cleanup() {
+    local w
+    for w in "${works[@]}"; do
+        if [ "$keep" = 1 ] || [ -e "$w/.keep" ]; then say "work dir kept: $w"; else rm -rf "$w"; fi
+    done
+}
+trap cleanup EXIT
 
-# 5. Results.
-problem=
-if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    problem="guest timed out after ${timeout_s}s"
-elif [ $rc -ne 0 ]; then
-    problem="qemu exited with status $rc"
-elif [ ! -f "$share/out/exit-code" ]; then
-    problem="the guest left no result (no out/exit-code)"
-fi
-guest_rc=$(cat "$share/out/exit-code" 2>/dev/null || echo missing)
-summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$share/out/suite.log" 2>/dev/null | tail -n 1 || true)
+# run_release N: build or reuse the image for Debian N, boot it, print the
+# guest's log and "Debian N: X passed, Y failed". Sets R_PASSED, R_FAILED,
+# R_OK (1 when the run gave a clean result) and R_TIMES.
+run_release() {
+    local release=$1 img work share t0 t_image t_run rc problem guest_rc summary
+    R_PASSED=0 R_FAILED=0 R_OK=0 R_TIMES=
+    t0=$(date +%s)
+    # 2. The image.
+    if ! img=$(AA_VIRT_ITEST_DEBIAN=$release "$here/build-image.sh"); then
+        say "Debian $release: FAILED: no guest image"
+        R_FAILED=1
+        return 0
+    fi
+    t_image=$(date +%s)
 
-if [ -f "$share/out/suite.log" ]; then
-    echo "---- guest suite log ----"
-    cat "$share/out/suite.log"
-    echo "-------------------------"
-fi
-if [ -n "$problem" ] || [ "$guest_rc" != 0 ]; then
-    keep=1
-    echo "---- qemu ----";            tail -n 20 "$work/qemu.log" 2>/dev/null || true
-    echo "---- guest console (tail) ----"; tail -n 60 "$console" 2>/dev/null || true
-    echo "---- guest journal (tail) ----"; tail -n 40 "$share/out/journal.log" 2>/dev/null || true
-fi
-say "timings: cargo $((t_cargo - t_start))s, image $((t_image - t_cargo))s, vm $((t_run - t_image))s, total $((t_run - t_start))s"
-if [ -n "$problem" ]; then
-    say "FAILED: $problem"
-    [ -n "$summary" ] && echo "$summary"
-    exit 1
-fi
-if [ -z "$summary" ]; then
-    say "FAILED: no summary line in the guest's suite log (guest exit code $guest_rc)"
-    exit 1
-fi
-echo "$summary"
-[ "$guest_rc" = 0 ] || { say "FAILED: guest suite exit code $guest_rc"; exit 1; }
+    # 3. The share: what the guest sees at $SHARE (see README.md).
+    work=$(mktemp -d "${TMPDIR:-/tmp}/aa-virt-itest.XXXXXX")
+    works+=("$work")
+    share=$work/share
+    mkdir -p "$share/bin" "$share/out"
+    install -m 0755 "$bin" "$share/bin/aa-virt"
+    cp -a "$here/suite" "$share/suite"
+    local d
+    for d in templates libvirt-hooks lxc-hooks; do
+        [ -d "$repo/$d" ] && cp -a "$repo/$d" "$share/$d"
+    done
+    {
+        printf 'AA_ITEST_DEBIAN=%q\n' "$release"
+        [ -n "${AA_VIRT_ITEST_ONLY:-}" ] && printf 'AA_ITEST_ONLY=%q\n' "$AA_VIRT_ITEST_ONLY"
+        [ -n "${AA_VIRT_ITEST_CASE_TIMEOUT:-}" ] && printf 'AA_ITEST_CASE_TIMEOUT=%q\n' "$AA_VIRT_ITEST_CASE_TIMEOUT"
+        true
+    } > "$share/suite/env"
+
+    # 4. Boot. snapshot=on keeps the cached image pristine; cache=unsafe
+    # because the guest's writes are thrown away anyway. A long audit
+    # backlog and a large kernel log: Debian 13 ships over a hundred
+    # profiles, reloading them all must not drop the records the cases look
+    # for, and there the suite reads them from dmesg (run-suite.sh).
+    local append="console=ttyS0 root=/dev/vda rw rootfstype=ext4 apparmor=1 security=apparmor panic=-1 quiet systemd.show_status=1 audit_backlog_limit=8192 log_buf_len=16M"
+    local qemu=(qemu-system-x86_64 -accel tcg -m "$mem" -smp "$smp" -nodefaults -no-user-config
+          -display none -no-reboot
+          -kernel "$img/vmlinuz" -initrd "$img/initrd.img"
+          -drive "file=$img/root.ext4,if=virtio,format=raw,snapshot=on,cache=unsafe"
+          -virtfs "local,path=$share,mount_tag=share,security_model=none,id=share")
+    local console=$work/console.log
+    if [ "$debug" = 1 ]; then
+        touch "$work/.keep"
+        say "debug boot of Debian $release: serial console here; Ctrl-a x quits"
+        "${qemu[@]}" -serial mon:stdio -append "$append aa_virt_itest.debug=1" || true
+        exit 0
+    fi
+    say "Debian $release: booting $(basename "$img") (TCG, ${smp} vCPU, ${mem} MiB, timeout ${timeout_s}s)"
+    rc=0
+    timeout --kill-after=15 "$timeout_s" "${qemu[@]}" -serial "file:$console" -append "$append" \
+        < /dev/null > "$work/qemu.log" 2>&1 || rc=$?
+    t_run=$(date +%s)
+
+    # 5. Results.
+    problem=
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+        problem="guest timed out after ${timeout_s}s"
+    elif [ $rc -ne 0 ]; then
+        problem="qemu exited with status $rc"
+    elif [ ! -f "$share/out/exit-code" ]; then
+        problem="the guest left no result (no out/exit-code)"
+    fi
+    guest_rc=$(cat "$share/out/exit-code" 2>/dev/null || echo missing)
+    summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$share/out/suite.log" 2>/dev/null | tail -n 1 || true)
+
+    if [ -f "$share/out/suite.log" ]; then
+        echo "---- Debian $release: guest suite log ----"
+        cat "$share/out/suite.log"
+        echo "-------------------------"
+    fi
+    if [ -n "$problem" ] || [ "$guest_rc" != 0 ]; then
+        touch "$work/.keep"
+        echo "---- Debian $release: qemu ----";               tail -n 20 "$work/qemu.log" 2>/dev/null || true
+        echo "---- Debian $release: guest console (tail) ----"; tail -n 60 "$console" 2>/dev/null || true
+        echo "---- Debian $release: guest journal (tail) ----"; tail -n 40 "$share/out/journal.log" 2>/dev/null || true
+    fi
+    R_TIMES="image $((t_image - t0))s, vm $((t_run - t_image))s"
+    say "Debian $release: timings: $R_TIMES"
+    if [ -n "$summary" ]; then
+        R_PASSED=${summary%% passed*}
+        R_FAILED=${summary#*passed, }
+        R_FAILED=${R_FAILED%% failed}
+    fi
+    if [ -n "$problem" ] || [ -z "$summary" ]; then
+        [ -n "$problem" ] || problem="no summary line in the suite log of the guest (exit code $guest_rc)"
+        say "Debian $release: FAILED: $problem"
+        # A run that gave no clean result counts as one failure on top.
+        R_FAILED=$((R_FAILED + 1))
+    elif [ "$guest_rc" = 0 ]; then
+        R_OK=1
+    else
+        say "Debian $release: FAILED: guest suite exit code $guest_rc"
+    fi
+    echo "Debian $release: $R_PASSED passed, $R_FAILED failed"
+}
+
+total_passed=0 total_failed=0 all_ok=1 lines=()
+for r in $releases; do
+    run_release "$r"
+    total_passed=$((total_passed + R_PASSED))
+    total_failed=$((total_failed + R_FAILED))
+    [ "$R_OK" = 1 ] || all_ok=0
+    lines+=("Debian $r: $R_PASSED passed, $R_FAILED failed ($R_TIMES)")
+done
+say "timings: cargo $((t_cargo - t_start))s, total $(($(date +%s) - t_start))s"
+for l in "${lines[@]}"; do echo "$l"; done
+echo "$total_passed passed, $total_failed failed"
+[ "$all_ok" = 1 ] && [ "$total_failed" = 0 ]

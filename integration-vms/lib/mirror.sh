@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Print the Debian mirror URL that this host's apt already uses for the
-# "bookworm" suite (not -security), read from deb822 *.sources or
+# given suite (default "bookworm"; not -security), read from deb822 *.sources or
 # one-line *.list / sources.list. Never hard-coded: CI machines and
 # developer machines may point at different mirrors or proxies.
 # AA_VIRT_MIRROR overrides (e.g. a local apt-cacher).
@@ -45,4 +45,19 @@ debian_mirror() {
     done
     echo "debian_mirror: no apt source for suite '$suite' found in /etc/apt" >&2
     return 1
+}
+
+# The mirror for SUITE, also when the host's apt has no source for it: a
+# Debian 12 host lists bookworm only, but the same archive serves trixie.
+# Falls back to the host's own suite (from /etc/os-release) on the same
+# archive, keeping a "-security" suffix so security stays on its own host.
+debian_archive_mirror() {
+    local suite=$1 host
+    if debian_mirror "$suite" 2>/dev/null; then return 0; fi
+    host=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    [ -n "$host" ] || { echo "debian_archive_mirror: no VERSION_CODENAME in /etc/os-release" >&2; return 1; }
+    case "$suite" in
+    *-security) debian_mirror "$host-security" ;;
+    *) debian_mirror "$host" ;;
+    esac
 }

@@ -32,11 +32,15 @@
 #   wait_for TIMEOUT_S CMD...   poll CMD until it succeeds
 #   tiny_domain NAME UUID DISK [FORMAT] [DEVICES] [TOPLEVEL]
 #                           the smallest guest XML (tiny-domain.sh)
+#   DEBIAN                  the guest's Debian major release (12, 13), from
+#                           its /etc/debian_version; a case that expects
+#                           something else on one release says why in a line
 #
 # Environment: $SHARE (the 9p share), $AA_VIRT (= $SHARE/bin/aa-virt),
 # $CASE (case name), $CASE_TMP (scratch dir, removed after the case).
 
 AA_SECFS=/sys/kernel/security/apparmor
+DEBIAN=$(cut -d. -f1 /etc/debian_version 2>/dev/null)
 # shellcheck source=tiny-domain.sh
 . "$SUITE_DIR/tiny-domain.sh"
 

@@ -15,6 +15,16 @@ AA_ITEST_RESULTS=$(mktemp /tmp/itest-results.XXXXXX)
 export SHARE AA_VIRT AA_ITEST_RESULTS
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
+# The kernel's audit records: Debian 12's journald reads them from its audit
+# socket (lib.sh); Debian 13's systemd leaves that socket off (starting it
+# in the VM failed), so the suite reads dmesg, whose printk
+# copy of audit records is rate-limited (10 per 5 s): lift the limit. The
+# host boots the guest with a large log buffer so that counting lines
+# (kernel_log_mark) stays valid.
+if ! systemctl is-active -q systemd-journald-audit.socket 2>/dev/null; then
+    sysctl -q -w kernel.printk_ratelimit=0
+fi
+echo "debian: $(cat /etc/debian_version) (asked for ${AA_ITEST_DEBIAN:-?}); apparmor_parser: $(apparmor_parser --version 2>&1 | head -n 1)"
 echo "kernel: $(uname -r); lsm: $(cat /sys/kernel/security/lsm 2>/dev/null); audit log: $(. "$SUITE_DIR/lib.sh"; echo "$AA_KLOG_SOURCE")"
 for c in "$SUITE_DIR"/cases/[0-9][0-9]-*.sh; do
     [ -e "$c" ] || continue
