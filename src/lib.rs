@@ -11,6 +11,8 @@ pub mod config;
 pub mod denials;
 pub mod guest;
 pub mod install;
+#[cfg(test)]
+mod layering;
 pub mod libvirt;
 pub mod list;
 pub mod lxc;

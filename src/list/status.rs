@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::denials::Record;
 use super::report::yes_no as yn;
 use super::{gather, AppArmorInfo, GuestRow, ListError, ListOptions, SCHEMA_VERSION};
+use crate::denials::time::format as format_time;
 use crate::guest::GuestKind;
 use crate::libvirt::{self, conn::Conn};
 use crate::lxc::sys as lxc;
@@ -336,28 +337,6 @@ pub fn status(opts: &ListOptions, name: &str) -> Result<Detail, ListError> {
     })
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch.
-pub fn fmt_time(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 fn opt(v: Option<&str>) -> &str {
     v.filter(|s| !s.is_empty()).unwrap_or("-")
 }
@@ -411,7 +390,7 @@ pub fn text(d: &Detail) -> String {
     line(
         "loaded at:",
         match (d.loaded_at, d.loaded_at_source) {
-            (Some(t), Some(s)) => format!("{} ({s})", fmt_time(t)),
+            (Some(t), Some(s)) => format!("{} ({s})", format_time(t)),
             _ => "unknown".into(),
         },
     );
@@ -458,7 +437,7 @@ pub fn text(d: &Detail) -> String {
             f.role,
             f.path,
             match (f.exists, f.mtime) {
-                (true, Some(t)) => format!("modified {}", fmt_time(t)),
+                (true, Some(t)) => format!("modified {}", format_time(t)),
                 (true, None) => "present".into(),
                 (false, _) => "missing".into(),
             }
@@ -469,7 +448,7 @@ pub fn text(d: &Detail) -> String {
         o.push_str(&format!(
             "  {}  {}{}\n",
             c.path,
-            c.mtime.map(fmt_time).unwrap_or_default(),
+            c.mtime.map(format_time).unwrap_or_default(),
             if c.fresh {
                 ""
             } else {
@@ -505,7 +484,7 @@ pub fn text(d: &Detail) -> String {
     for x in &d.denials {
         o.push_str(&format!(
             "  {}  {} {} {} (denied {}) by {}[{}]  device: {}\n",
-            x.time.map(fmt_time).unwrap_or_else(|| "-".into()),
+            x.time.map(format_time).unwrap_or_else(|| "-".into()),
             opt(x.operation.as_deref()),
             opt(x.name.as_deref()),
             opt(x.requested.as_deref()),
@@ -528,8 +507,8 @@ mod tests {
 
     #[test]
     fn formats_times() {
-        assert_eq!(fmt_time(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(fmt_time(1_732_800_000), "2024-11-28 13:20:00 UTC");
-        assert_eq!(fmt_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_time(1_732_800_000), "2024-11-28 13:20:00 UTC");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00 UTC");
     }
 }

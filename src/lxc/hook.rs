@@ -21,7 +21,7 @@ use crate::store::{self, Txn};
 use super::profile::{self, Container};
 use super::{probe_options, Layout, LxcError};
 
-/// Which hook LXC runs (`LXC_HOOK_TYPE`), as [`crate::libvirt::hook::Op`]
+/// Which hook LXC runs (`LXC_HOOK_TYPE`), as `libvirt::hook::Op`
 /// names the libvirt hook's operations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookType {
