@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apparmor::{install_profile, Kernel, LoadError, LoadWhen, Parser, ParserError};
 use crate::config::{self, Config};
+use crate::libvirt::naming;
 use crate::policy::{self, Pattern, TemplateError, Templates};
 use crate::store::{StoreError, Txn};
 
@@ -553,7 +554,7 @@ fn guest_profiles(o: &Options) -> usize {
             rd.flatten()
                 .filter(|e| {
                     let n = e.file_name().to_string_lossy().into_owned();
-                    n.starts_with("libvirt-") && !n.ends_with(".files")
+                    n.starts_with(naming::PREFIX) && !n.ends_with(naming::FILES_SUFFIX)
                 })
                 .count()
         })
