@@ -24,7 +24,7 @@ use crate::apparmor::{
     SecurityfsError, SystemKernel,
 };
 use crate::guest::GuestKind;
-use crate::libvirt::{conn, naming};
+use crate::libvirt::naming;
 use crate::list::{self, ListError};
 use crate::store::{self, StoreError};
 
@@ -123,13 +123,13 @@ pub struct ReloadOptions {
     pub dry_run: bool,
 }
 
-/// Every aa-virt profile file of a local guest, by profile name, with
-/// whether the kernel has it loaded; plus the guest rows for name lookup.
-fn targets(
-    opts: &ReloadOptions,
-    loaded: &crate::apparmor::securityfs::LoadedProfiles,
-) -> Result<(BTreeMap<String, Target>, list::ListReport), ReloadError> {
-    let o = &opts.list;
+/// Every aa-virt profile file of a local guest (the managed guests), by
+/// profile name, with whether the kernel has it loaded (never, without
+/// `loaded`); plus the guest rows for name lookup.
+pub fn targets(
+    o: &list::ListOptions,
+    loaded: Option<&crate::apparmor::securityfs::LoadedProfiles>,
+) -> Result<(BTreeMap<String, Target>, list::ListReport), ListError> {
     let report = list::list(&list::ListOptions {
         log: list::LogChoice::Off,
         ..o.clone()
@@ -137,7 +137,7 @@ fn targets(
     let mut out = BTreeMap::new();
     let mut add = |guest: String, kind, profile: String, path: PathBuf| {
         if path.is_file() && !out.contains_key(&profile) {
-            let is_loaded = loaded.mode(None, &profile).is_some();
+            let is_loaded = loaded.is_some_and(|l| l.mode(None, &profile).is_some());
             out.insert(
                 profile.clone(),
                 Target {
@@ -151,18 +151,8 @@ fn targets(
         }
     };
     for g in &report.guests {
-        match (g.kind, &g.profile) {
-            (GuestKind::Qemu, Some(p)) if conn::is_local_uri(&g.source) => {
-                add(g.name.clone(), g.kind, p.clone(), o.layout.profile_path(p));
-            }
-            (GuestKind::Lxc, _) => {
-                let dir = PathBuf::from(&g.source);
-                let canon = std::fs::canonicalize(&dir).unwrap_or(dir);
-                let names = crate::lxc::Names::derive(&g.name, &canon);
-                let path = o.lxc_layout.profile_path(&names);
-                add(g.name.clone(), g.kind, names.profile, path);
-            }
-            _ => {}
+        if let Some(s) = list::stale::profile_source(o, g, &o.parser) {
+            add(g.name.clone(), g.kind, s.profile, s.path);
         }
     }
     // Profiles of domains libvirt did not list (daemon down, other URI).
@@ -230,19 +220,9 @@ pub fn reload(opts: &ReloadOptions, guests: &[String]) -> Result<ReloadReport, R
         return Err(ReloadError::NoKernel(r.clone()));
     }
     let loaded = root.profiles()?;
-    let (all, listed) = targets(opts, &loaded)?;
+    let (all, listed) = targets(&opts.list, Some(&loaded))?;
     let mut report = ReloadReport {
-        warnings: listed
-            .errors()
-            .map(|s| {
-                format!(
-                    "{} {}: {}",
-                    s.kind,
-                    s.location,
-                    s.error.as_deref().unwrap_or("?")
-                )
-            })
-            .collect(),
+        warnings: listed.error_lines(),
         ..ReloadReport::default()
     };
     let chosen: Vec<&Target> = if guests.is_empty() {

@@ -140,11 +140,30 @@ impl FakeKernel {
         }
         let mut files = profile.as_os_str().to_owned();
         files.push(".files");
-        if let Ok(text) = std::fs::read(&files) {
-            crate::store::write_atomic(&self.loaded_files_path(name), &text, 0o644)
+        let files_text = std::fs::read(&files).ok();
+        if let Some(text) = &files_text {
+            crate::store::write_atomic(&self.loaded_files_path(name), text, 0o644)
                 .map_err(std::io::Error::other)?;
         }
-        Ok(())
+        // Stands in for the kernel's hash of the compiled policy: it
+        // changes when the loaded text changes, as the real one does.
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(std::fs::read(profile)?);
+        h.update(files_text.unwrap_or_default());
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        crate::store::write_atomic(&self.hash_path(name), hex.as_bytes(), 0o644)
+            .map_err(std::io::Error::other)
+    }
+
+    fn hash_path(&self, name: &str) -> PathBuf {
+        self.fs.join(format!("loaded.{name}.sha256"))
+    }
+
+    /// Replace loaded profile `name` behind aa-virt's back (as a manual
+    /// `apparmor_parser -r` would): its kernel hash changes.
+    pub fn replace_behind_back(&self, name: &str) -> std::io::Result<()> {
+        std::fs::write(self.hash_path(name), "replaced-by-hand")
     }
 }
 
@@ -203,6 +222,15 @@ impl Kernel for FakeKernel {
 
     fn task_label(&self, pid: u32) -> Result<Label, LabelError> {
         self.system.task_label(pid)
+    }
+
+    fn policy_hash(&self, name: &str) -> Result<Option<String>, SecurityfsError> {
+        if self.profile_mode(name).ok().flatten().is_none() {
+            return Ok(None);
+        }
+        Ok(std::fs::read_to_string(self.hash_path(name))
+            .ok()
+            .map(|h| format!("sha256:{}", h.trim())))
     }
 }
 

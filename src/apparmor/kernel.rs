@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::label::{process_label, Label, LabelError};
 use super::parser::{Parser, ParserError};
-use super::securityfs::{split_mode, KernelStatus, Root, SecurityfsError};
+use super::securityfs::{profile_dir_in, split_mode, KernelStatus, Root, SecurityfsError};
 
 /// What aa-virt asks of the kernel. Every load, unload and namespace change
 /// goes through here, so tests can stand in for the kernel.
@@ -34,6 +34,12 @@ pub trait Kernel: std::fmt::Debug {
     fn remove_namespace(&self, ns: &str) -> Result<bool, SecurityfsError>;
     /// The current label of task `pid`.
     fn task_label(&self, pid: u32) -> Result<Label, LabelError>;
+    /// The kernel's own hash of the loaded profile `name` (the `sha256`
+    /// or `sha1` file of its `policy/profiles` directory), or `None` when
+    /// it is not loaded or the kernel keeps no hash
+    /// (`CONFIG_SECURITY_APPARMOR_HASH` off). It changes whenever the
+    /// profile is replaced with different policy, by anyone.
+    fn policy_hash(&self, name: &str) -> Result<Option<String>, SecurityfsError>;
 }
 
 /// The running kernel (or, for tests, a directory tree laid out like it,
@@ -116,6 +122,20 @@ impl Kernel for SystemKernel {
     fn task_label(&self, pid: u32) -> Result<Label, LabelError> {
         process_label(&self.root, pid)
     }
+
+    fn policy_hash(&self, name: &str) -> Result<Option<String>, SecurityfsError> {
+        let Some(fs) = &self.fs else {
+            return Ok(None);
+        };
+        let Some(dir) = profile_dir_in(fs, name)? else {
+            return Ok(None);
+        };
+        Ok(["sha256", "sha1"].iter().find_map(|f| {
+            let text = std::fs::read_to_string(dir.join(f)).ok()?;
+            let h = text.trim();
+            (!h.is_empty()).then(|| format!("{f}:{h}"))
+        }))
+    }
 }
 
 /// The mode (`enforce`, `complain`, ...) of a loaded profile in the caller's
@@ -189,5 +209,27 @@ mod tests {
         );
         assert_eq!(profile_mode(&fs, "libvirt-y").unwrap(), None);
         assert!(!remove_profile(&fs, "libvirt-y").unwrap());
+        // The kernel's hash: sha256 preferred, sha1 otherwise, none when
+        // the kernel keeps none.
+        let k = SystemKernel::with_status(
+            KernelStatus::Available { fs: fs.clone() },
+            Root::new(d.path()),
+        );
+        let pd = fs.join("policy/profiles/libvirt-x.3");
+        std::fs::create_dir_all(&pd).unwrap();
+        std::fs::write(pd.join("name"), "libvirt-x\n").unwrap();
+        std::fs::write(pd.join("mode"), "enforce\n").unwrap();
+        assert_eq!(k.policy_hash("libvirt-x").unwrap(), None);
+        std::fs::write(pd.join("sha1"), "ab12\n").unwrap();
+        assert_eq!(
+            k.policy_hash("libvirt-x").unwrap().as_deref(),
+            Some("sha1:ab12")
+        );
+        std::fs::write(pd.join("sha256"), "cd34\n").unwrap();
+        assert_eq!(
+            k.policy_hash("libvirt-x").unwrap().as_deref(),
+            Some("sha256:cd34")
+        );
+        assert_eq!(k.policy_hash("libvirt-y").unwrap(), None);
     }
 }

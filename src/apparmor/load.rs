@@ -93,6 +93,7 @@ pub fn install_profile(
     };
     if load {
         kernel.replace(parser, name, profile)?;
+        super::freshness::record_load(kernel, parser, name, profile);
     }
     Ok(ProfileInstalled {
         written,

@@ -1,10 +1,12 @@
 //! The AppArmor side: the parser, the kernel's securityfs, feature
 //! detection, and labels.
 
+pub mod abi;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod feature_set;
 pub mod features;
+pub mod freshness;
 pub mod kernel;
 pub mod label;
 pub mod load;
@@ -12,6 +14,7 @@ pub mod parser;
 pub mod securityfs;
 
 pub use features::{ContainerMode, Features};
+pub use freshness::{freshness, Freshness};
 pub use kernel::{Kernel, SystemKernel};
 pub use label::{process_label, Label, LabelError};
 pub use load::{install_profile, LoadError, LoadWhen, ProfileFile, ProfileInstalled};

@@ -211,21 +211,57 @@ impl Parser {
         Ok(())
     }
 
-    /// SHA-256 of the profile with every include expanded, or `None` when
-    /// the parser cannot preprocess it (the load then compiles afresh).
-    fn preprocessed_digest(&self, profile: &Path) -> Option<String> {
+    /// Would [`Parser::replace`] let the parser read the cache for
+    /// `profile`: there is a cache, and the record of what its entry was
+    /// compiled from matches the files on disk now.
+    pub fn cache_is_current(&self, profile: &Path) -> bool {
+        let Some(dir) = &self.cache else {
+            return false;
+        };
+        let path = dir
+            .join(INPUTS_DIR)
+            .join(profile.file_name().unwrap_or_default());
+        match (
+            std::fs::read_to_string(path),
+            self.preprocessed_digest(profile),
+        ) {
+            (Ok(recorded), Some(now)) => recorded == now,
+            _ => false,
+        }
+    }
+
+    /// SHA-256 of the profile with every include expanded (its `.files`,
+    /// the abstractions, `local/` overrides), or `None` when the parser
+    /// cannot preprocess it (the load then compiles afresh).
+    pub fn preprocessed_digest(&self, profile: &Path) -> Option<String> {
         use sha2::{Digest, Sha256};
+        let text = self.preprocess(profile).ok()?;
+        let d = Sha256::digest(text.as_bytes());
+        Some(d.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The profile with every include expanded
+    /// (`apparmor_parser --preprocess`), as the parser reads it.
+    pub fn preprocess(&self, profile: &Path) -> Result<String, ParserError> {
         let mut c = self.command();
         c.arg("--preprocess")
             .arg("--skip-cache")
             .arg("--quiet")
             .arg(profile);
-        let out = c.output().ok()?;
+        let out = c.output().map_err(|source| ParserError::Spawn {
+            bin: self.bin.clone(),
+            source,
+        })?;
         if !out.status.success() {
-            return None;
+            let (line, message) = summarise(&String::from_utf8_lossy(&out.stderr));
+            return Err(ParserError::Rejected {
+                action: "preprocess",
+                file: profile.display().to_string(),
+                line,
+                message,
+            });
         }
-        let d = Sha256::digest(&out.stdout);
-        Some(d.iter().map(|b| format!("{b:02x}")).collect())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The base directory the parser resolves includes and ABI files in.

@@ -502,12 +502,7 @@ impl Root {
     /// The directory `policy/profiles/<mangled>.<id>` of the loaded profile
     /// `name` in the caller's namespace, checked against its `name` file.
     pub fn profile_dir(&self, name: &str) -> Result<Option<PathBuf>, SecurityfsError> {
-        let prefix = format!("{}.", mangle(name));
-        let dir = self.apparmor_dir().join("policy/profiles");
-        Ok(profile_dirs_matching(&dir, Some(&prefix))?
-            .into_iter()
-            .find(|(_, p)| p.name == name)
-            .map(|(d, _)| d))
+        profile_dir_in(&self.apparmor_dir(), name)
     }
 
     /// The caller's namespace view; `None` when the kernel does not export
@@ -526,6 +521,17 @@ impl Root {
             level,
         })
     }
+}
+
+/// The directory `policy/profiles/<mangled>.<id>` of the loaded profile
+/// `name` below securityfs directory `fs`, checked against its `name` file.
+pub fn profile_dir_in(fs: &Path, name: &str) -> Result<Option<PathBuf>, SecurityfsError> {
+    let prefix = format!("{}.", mangle(name));
+    let dir = fs.join("policy/profiles");
+    Ok(profile_dirs_matching(&dir, Some(&prefix))?
+        .into_iter()
+        .find(|(_, p)| p.name == name)
+        .map(|(d, _)| d))
 }
 
 fn profile_dirs(dir: &Path) -> Result<Vec<(PathBuf, LoadedProfile)>, SecurityfsError> {

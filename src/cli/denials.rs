@@ -466,6 +466,7 @@ pub fn run_mode(a: &ModeArgs) -> Result<i32, CmdError> {
         log: None,
         no_denials: true,
         root: None,
+        config: a.target.config.clone(),
     };
     let mut list = targets.options();
     list.layout.cache_dir = config.cache_dir.clone();

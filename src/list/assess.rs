@@ -354,6 +354,7 @@ mod tests {
             layout: Layout::under(root),
             lxc_layout: crate::lxc::Layout::under(root),
             log: LogChoice::Off,
+            parser: crate::apparmor::Parser::new(),
         };
         let kernel = KernelFacts::read(&opts.root);
         let summary = denials::Summary::default();

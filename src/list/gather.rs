@@ -197,7 +197,7 @@ pub fn gather(
         }
         sources.push(si);
     }
-    let report = ListReport {
+    let mut report = ListReport {
         schema_version: SCHEMA_VERSION,
         apparmor: AppArmorInfo {
             available: kernel.status.is_available(),
@@ -215,5 +215,6 @@ pub fn gather(
         sources,
         guests,
     };
+    super::stale::assess(opts, &mut report);
     Ok((report, summary))
 }

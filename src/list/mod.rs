@@ -13,6 +13,7 @@ mod assess;
 pub mod denials;
 mod gather;
 pub mod report;
+pub mod stale;
 pub mod status;
 
 use std::path::PathBuf;
@@ -75,6 +76,9 @@ pub struct ListOptions {
     pub lxc_layout: crate::lxc::Layout,
     /// Which log to read denials from.
     pub log: LogChoice,
+    /// The parser loads use (its cache is set per layout): how the policy
+    /// on disk compiles, to tell a stale loaded profile.
+    pub parser: crate::apparmor::Parser,
 }
 
 impl ListOptions {
@@ -92,6 +96,7 @@ impl ListOptions {
             layout: Layout::default(),
             lxc_layout: crate::lxc::Layout::default(),
             log: LogChoice::Auto,
+            parser: crate::apparmor::Parser::new(),
         }
     }
 }
@@ -192,6 +197,12 @@ pub struct GuestRow {
     pub denials: Option<usize>,
     /// Verdict for an active guest: confined exactly as expected.
     pub confined: Option<bool>,
+    /// The loaded policy against the policy on disk: `current`, or
+    /// `stale: <why>` (`None`: not loaded here, or cannot be known).
+    pub policy: Option<String>,
+    /// The loaded policy is not the policy on disk (`aa-virt reload`
+    /// applies it).
+    pub stale: Option<bool>,
     /// What is wrong, one sentence each.
     pub problems: Vec<String>,
 }
@@ -225,6 +236,8 @@ impl GuestRow {
             stored_mode: None,
             denials: None,
             confined: None,
+            policy: None,
+            stale: None,
             problems: Vec::new(),
         }
     }
@@ -256,6 +269,20 @@ impl ListReport {
     /// Sources that failed (excluding tolerated notes).
     pub fn errors(&self) -> impl Iterator<Item = &SourceInfo> {
         self.sources.iter().filter(|s| s.error.is_some())
+    }
+
+    /// One line per failed source: `<kind> <location>: <error>`.
+    pub fn error_lines(&self) -> Vec<String> {
+        self.errors()
+            .map(|s| {
+                format!(
+                    "{} {}: {}",
+                    s.kind,
+                    s.location,
+                    s.error.as_deref().unwrap_or("?")
+                )
+            })
+            .collect()
     }
 }
 

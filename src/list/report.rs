@@ -194,9 +194,19 @@ const FIELDS: &[Field] = &[
     ),
     field("confined", |r| json!(r.confined), None),
     field(
+        "policy",
+        |r| json!(r.policy),
+        col(13, "POLICY", true, |c, r| match r.stale {
+            Some(true) => "stale".into(),
+            Some(false) => "current".into(),
+            None => c.unknown.into(),
+        }),
+    ),
+    field("stale", |r| json!(r.stale), None),
+    field(
         "problems",
         |r| json!(r.problems),
-        col(13, "PROBLEMS", true, |_, r| cell(&r.problems.join("; "))),
+        col(14, "PROBLEMS", true, |_, r| cell(&r.problems.join("; "))),
     ),
 ];
 
@@ -292,6 +302,13 @@ pub fn notes(report: &ListReport) -> Vec<String> {
     }
     if let Some(n) = &report.denials.note {
         v.push(format!("denials: {n}"));
+    }
+    let stale: Vec<&str> = report.stale().map(|g| g.name.as_str()).collect();
+    if !stale.is_empty() {
+        v.push(format!(
+            "stale policy (loaded policy differs from the files on disk; `aa-virt reload` applies them): {}",
+            cell(&stale.join(", "))
+        ));
     }
     if report.guests.is_empty() {
         v.push("no guests found".into());

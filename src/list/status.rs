@@ -421,6 +421,9 @@ pub fn text(d: &Detail) -> String {
             ),
         );
     }
+    if let Some(p) = &g.policy {
+        line("policy:", p.clone());
+    }
     line(
         "confined:",
         match g.confined {

@@ -16,6 +16,17 @@ pub fn aa_virt(sysroot: &Path, args: &[&str]) -> Output {
         .expect("run aa-virt")
 }
 
+/// [`aa_virt`] with extra environment variables.
+pub fn aa_virt_env(sysroot: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    super::aa_virt()
+        .args(args)
+        .env("AA_VIRT_SYSROOT", sysroot)
+        .env_remove("LIBVIRT_DEFAULT_URI")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run aa-virt")
+}
+
 /// stdout as text.
 pub fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -190,9 +190,68 @@ fn real_containers_stacked_labels_and_check() {
         ]
     );
 
-    // Everything running is confined: --check passes.
+    // Everything running is confined, but the profile was put in the
+    // kernel by hand: aa-virt cannot show it is the policy on disk, so
+    // --check says stale (exit 4), and `reload` clears it.
+    let o = run(&["--check"]);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    assert!(
+        err(&o).contains("stale policy: web (lxc,") && err(&o).contains("no record"),
+        "{}",
+        err(&o)
+    );
+    assert!(out(&run(&[])).contains("note: stale policy"));
+    let aa = sys.join("sys/kernel/security/apparmor");
+    std::fs::write(aa.join(aa_virt::apparmor::fake::MARKER), "").unwrap();
+    let reload = |who: &[&str]| {
+        let mut a = vec!["reload", "-P", &lxcpath];
+        a.extend(who);
+        let o = aa_virt_env(&sys, &a, &[("AA_VIRT_ROOT", pol.to_str().unwrap())]);
+        assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+        assert!(err(&o).contains("guest web: reloaded"), "{}", err(&o));
+    };
+    reload(&["web"]);
+    let o = run(&["--check", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(guest(&check_schema(&out(&o)), "web")["policy"], "current");
+    // The policy on disk changes (abstractions and local/ edits are
+    // covered in apparmor::freshness's tests): stale again.
+    let text = std::fs::read_to_string(&pfile).unwrap();
+    std::fs::write(
+        &pfile,
+        text.replace("  capability,\n", "  capability chown,\n"),
+    )
+    .unwrap();
+    let o = run(&["--check", "--json"]);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    let v = check_schema(&out(&o));
+    assert_eq!(guest(&v, "web")["stale"], true);
+    assert!(
+        guest(&v, "web")["policy"]
+            .as_str()
+            .unwrap()
+            .contains("changed"),
+        "{v}"
+    );
+    let wide = out(&run(&["--format", "wide"]));
+    let row = wide.lines().find(|l| l.starts_with("web ")).unwrap();
+    assert!(row.contains(" stale "), "POLICY column: {wide}");
+    let st = aa_virt(
+        &sys,
+        &[
+            "status",
+            "-P",
+            &lxcpath,
+            "--root",
+            pol.to_str().unwrap(),
+            "web",
+        ],
+    );
+    assert!(out(&st).contains("policy:    stale:"), "{}", out(&st));
+    reload(&[]);
     let o = run(&["--check"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    std::fs::remove_file(aa.join(aa_virt::apparmor::fake::MARKER)).unwrap();
 
     // A stack reported as mixed (the host profile in complain mode).
     t.process(pid, &format!("{prof}//&:{ns}:snap (mixed)"))
