@@ -1,0 +1,161 @@
+//! `aa-virt check`, the upgrade canary, with the real apparmor_parser
+//! (3.0.8 on Debian 12) and feature-set fixtures (`tests/canary/`): every
+//! managed guest's policy is compiled, nothing is loaded, a guest whose
+//! policy would not compile is named with the parser's message (exit 1),
+//! and the rule classes a new feature set mediates are reported per guest.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use aa_virt::libvirt::profile::Layout;
+use serde_json::Value;
+
+/// `test:///default`'s running domain `test`, and one libvirt does not
+/// list (found by its profile file, named by its profile name).
+const GUESTS: [(&str, &str); 2] = [
+    ("test", "6695eb01-f6a4-8304-79aa-97f2502e193f"),
+    ("b", "7a3c0f42-5b6d-4e8f-9a1b-2c3d4e5f6071"),
+];
+
+const B: &str = "libvirt-7a3c0f42-5b6d-4e8f-9a1b-2c3d4e5f6071";
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/canary")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Two guests installed under a temp root (loaded into a fake kernel).
+fn setup() -> (crate::common::FakeKernel, tempfile::TempDir) {
+    let k = crate::common::FakeKernel::new();
+    let root = tempfile::tempdir().unwrap();
+    for (name, uuid) in GUESTS {
+        k.install_guest(name, uuid, &Layout::under(root.path()));
+    }
+    (k, root)
+}
+
+fn check(k: &crate::common::FakeKernel, root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aa-virt"))
+        .args(["check", "--connect", "test:///default"])
+        .args(args)
+        .env("AA_VIRT_ROOT", root)
+        .env("AA_VIRT_SYSROOT", k.sysroot())
+        .env("AA_VIRT_CONFIG", root.join("no-config.toml"))
+        .env_remove("AA_VIRT_LOG")
+        .env_remove("LIBVIRT_DEFAULT_URI")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn guest<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["guest"] == name)
+        .unwrap_or_else(|| panic!("no guest {name} in {v}"))
+}
+
+#[test]
+fn every_guest_compiles_and_a_broken_one_is_named() {
+    let (k, root) = setup();
+    let loads = k.runs();
+    let same = ["--current-features", &fixture("features-debian12")];
+    let o = check(&k, root.path(), &same);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(
+        out.contains("ok    test (qemu,") && out.contains(&format!("ok    {B} (qemu)")),
+        "{out}"
+    );
+    assert!(out.contains("0 of 2 guests would fail"), "{out}");
+    assert!(!out.contains("new mediation"), "same feature set: {out}");
+
+    // An admin's local/ rule this parser does not know (an AppArmor 4
+    // rule on 3.0.8): only that guest fails, with the parser's message.
+    let local: PathBuf = Layout::under(root.path())
+        .apparmor_dir
+        .join("local")
+        .join(format!("libvirt-{}", GUESTS[1].1));
+    std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+    std::fs::write(&local, "  userns,\n").unwrap();
+    let mut args = same.to_vec();
+    args.push("--json");
+    let o = check(&k, root.path(), &args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(guest(&v, "test")["ok"], true);
+    assert_eq!(guest(&v, B)["ok"], false);
+    let msg = guest(&v, B)["error"].as_str().unwrap();
+    assert!(
+        msg.contains("syntax error") && msg.contains(&format!("local/{B}")),
+        "the parser's message, naming the admin's file: {msg}"
+    );
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("guest {B} (qemu)")) && err.contains("would not compile"),
+        "{err}"
+    );
+    assert!(v["parser_version"]
+        .as_str()
+        .unwrap()
+        .contains("AppArmor parser"));
+    // Nothing was loaded.
+    assert_eq!(k.runs(), loads);
+}
+
+#[test]
+fn a_new_abi_is_reported_per_guest() {
+    let (k, root) = setup();
+    let (new, old) = (fixture("features-abi4"), fixture("features-debian12"));
+    let abi4 = ["--features", &new, "--current-features", &old];
+    let o = check(&k, root.path(), &[&abi4[..], &["--json"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["newly_mediated"],
+        serde_json::json!(["userns", "io_uring", "unix"])
+    );
+    let t = guest(&v, "test");
+    let classes: Vec<&str> = t["new_mediation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(classes, ["userns", "io_uring", "unix"]);
+    // A QEMU guest has no userns rule: the new kernel would deny it.
+    assert_eq!(t["new_mediation"][0]["rules"], serde_json::json!([]));
+
+    let o = check(&k, root.path(), &abi4);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("new mediation (not in the current feature set): userns, io_uring, unix"),
+        "{out}"
+    );
+    assert!(
+        out.contains("test (qemu): no userns rule: the new kernel would deny it"),
+        "{out}"
+    );
+}
+
+#[test]
+fn another_parser_binary_is_used() {
+    let (k, root) = setup();
+    let o = check(
+        &k,
+        root.path(),
+        &["--parser", "/nonexistent/apparmor_parser"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("/nonexistent/apparmor_parser"), "{err}");
+}
