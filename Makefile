@@ -52,6 +52,8 @@ docs: build
 	rm -rf target/docs
 	target/release/aa-virt gen-docs target/docs >/dev/null
 	gzip -9n target/docs/man/*.1 target/docs/man/*.5
+	mkdir -p target/docs/systemd
+	sed 's|@AA_VIRT@|/usr/bin/aa-virt|' packaging/systemd/aa-virt-load.service >target/docs/systemd/aa-virt-load.service
 
 # The Debian package (cargo-deb; `cargo install cargo-deb` once).
 deb: docs

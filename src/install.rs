@@ -46,6 +46,16 @@ pub const HOOK_SCRIPT: &str = include_str!("../libvirt-hooks/qemu");
 /// Where the hook goes (libvirt runs every script in `qemu.d/` since 6.5).
 pub const HOOK_PATH: &str = "etc/libvirt/hooks/qemu.d/aa-virt";
 
+/// The boot unit that loads every guest's policy before libvirt starts
+/// (`@AA_VIRT@` stands for aa-virt's path).
+pub const BOOT_UNIT: &str = include_str!("../packaging/systemd/aa-virt-load.service");
+
+/// The drop-in that makes each daemon want the boot unit.
+pub const BOOT_DROPIN: &str = include_str!("../packaging/systemd/aa-virt-load.conf");
+
+/// The daemons whose start pulls in the boot unit (it is ordered before each).
+pub const BOOT_DAEMONS: &[&str] = &["libvirtd", "virtqemud", "lxc"];
+
 /// aa-virt's own profile file.
 pub const PROFILE_PATH: &str = "etc/apparmor.d/usr.bin.aa-virt";
 
@@ -280,6 +290,22 @@ fn items(o: &Options, templates: &Templates, cfg: &Config) -> Result<Vec<Item>, 
         mode: 0o755,
         create_only: false,
     }];
+    v.push(Item {
+        path: o.at("etc/systemd/system/aa-virt-load.service"),
+        content: BOOT_UNIT.replace("@AA_VIRT@", &exe),
+        mode: 0o644,
+        create_only: false,
+    });
+    for d in BOOT_DAEMONS {
+        v.push(Item {
+            path: o.at(&format!(
+                "etc/systemd/system/{d}.service.d/aa-virt-load.conf"
+            )),
+            content: BOOT_DROPIN.to_string(),
+            mode: 0o644,
+            create_only: false,
+        });
+    }
     for (rel, _) in policy::template::ABSTRACTIONS {
         v.push(Item {
             path: o.at(&format!("etc/apparmor.d/{rel}")),

@@ -7,6 +7,8 @@
 #![warn(missing_docs)]
 
 pub mod apparmor;
+pub mod boot;
+pub mod canary;
 pub mod config;
 pub mod denials;
 pub mod guest;

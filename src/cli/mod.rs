@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser as ClapParser, Subcommand};
 
+mod boot;
+mod check;
 mod denials;
 mod lxc;
 mod manpages;
@@ -22,6 +24,9 @@ pub const EXIT_ERROR: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// `list --check`: a guest is not confined as expected.
 pub const EXIT_NOT_CONFINED: i32 = 3;
+/// `list --check`: every running guest is confined, but one runs policy
+/// older than the files on disk (`aa-virt reload` applies them).
+pub const EXIT_STALE: i32 = 4;
 
 /// A boxed error with a message meant for the user.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
@@ -100,6 +105,13 @@ pub enum Command {
     Disallow(denials::DisallowArgs),
     /// Put a libvirt guest in complain or enforce mode, persistently (in force at once for a running guest).
     Mode(denials::ModeArgs),
+    /// Upgrade canary: compile every managed guest's policy with another
+    /// apparmor_parser and kernel feature set, loading nothing; name the
+    /// guests that would fail and the rule classes the new ABI mediates.
+    Check(check::CheckArgs),
+    /// Load every managed libvirt guest's policy (from the cache when it is
+    /// current), each on its own; run at boot by aa-virt-load.service.
+    BootLoad(boot::BootLoadArgs),
 }
 
 /// `aa-virt helper`: everything after it goes to the helper's own parser.
@@ -132,9 +144,27 @@ pub struct Targets {
     /// (default: $AA_VIRT_ROOT, else /).
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Configuration file (its parser and cache directory say where load
+    /// records are and how the policy on disk compiles).
+    #[arg(long, env = "AA_VIRT_CONFIG", value_name = "FILE", default_value = aa_virt::config::DEFAULT_PATH)]
+    pub config: PathBuf,
 }
 
 impl Targets {
+    /// [`Targets::options`] with the configuration's parser, and its cache
+    /// directory unless everything is moved under a root.
+    fn options_configured(&self) -> Result<aa_virt::list::ListOptions, CliError> {
+        let config = aa_virt::config::Config::load(&self.config)?;
+        let mut o = self.options();
+        o.parser = config.parser();
+        let moved = self.root.is_some()
+            || std::env::var_os(aa_virt::lxc::ROOT_ENV).is_some_and(|v| !v.is_empty());
+        if !moved {
+            o.layout.cache_dir = config.cache_dir.clone();
+        }
+        Ok(o)
+    }
+
     fn options(&self) -> aa_virt::list::ListOptions {
         use aa_virt::list::{ListOptions, LogChoice};
         let mut o = ListOptions::system();
@@ -172,7 +202,8 @@ pub struct ListArgs {
     /// Same as --format json (schema: docs/list.schema.json).
     #[arg(long)]
     pub json: bool,
-    /// Exit 3 when any running guest is not confined as expected, naming each on stderr.
+    /// Exit 3 when any running guest is not confined as expected, 4 when all are but one runs
+    /// stale policy (older than its files on disk); each is named on stderr.
     #[arg(long)]
     pub check: bool,
 }
@@ -213,23 +244,20 @@ pub struct ReloadArgs {
 
 fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
     use aa_virt::reload::{self, ReloadOutcome};
-    let config = aa_virt::config::Config::load(&a.config)?;
     let targets = Targets {
         connect: a.connect.clone(),
         lxcpath: a.lxcpath.clone(),
         log: None,
         no_denials: true,
         root: None,
+        config: a.config.clone(),
     };
-    let mut list = targets.options();
     // The libvirt helper and hook cache where the configuration says,
     // unless everything is moved under $AA_VIRT_ROOT.
-    if std::env::var_os(aa_virt::lxc::ROOT_ENV).is_none_or(|v| v.is_empty()) {
-        list.layout.cache_dir = config.cache_dir.clone();
-    }
+    let list = targets.options_configured()?;
     let opts = reload::ReloadOptions {
+        parser: list.parser.clone(),
         list,
-        parser: config.parser(),
         dry_run: a.dry_run,
     };
     let rep = reload::reload(&opts, &a.guests)?;
@@ -255,7 +283,7 @@ fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
 
 fn cmd_list(a: &ListArgs) -> Result<i32, CliError> {
     use aa_virt::list::report::{self, Format};
-    let report = aa_virt::list::list(&a.targets.options())?;
+    let report = aa_virt::list::list(&a.targets.options_configured()?)?;
     let format = if a.json { Format::Json } else { a.format };
     print!("{}", report::render(&report, format));
     let mut code = EXIT_OK;
@@ -264,26 +292,32 @@ fn cmd_list(a: &ListArgs) -> Result<i32, CliError> {
         code = EXIT_ERROR;
     }
     if a.check {
-        let mut bad = 0;
-        for g in report.unconfined() {
-            bad += 1;
+        // Unconfined first: it decides the exit code over stale policy.
+        let unconfined = report
+            .unconfined()
+            .map(|g| ("not confined", g, g.problems.join("; ")));
+        let stale = report
+            .stale()
+            .map(|g| ("stale policy", g, g.policy.clone().unwrap_or_default()));
+        for (what, g, why) in unconfined.chain(stale) {
             eprintln!(
-                "aa-virt: not confined: {} ({}, {}): {}",
-                g.name,
-                g.kind,
-                g.source,
-                g.problems.join("; ")
+                "aa-virt: {what}: {} ({}, {}): {why}",
+                g.name, g.kind, g.source
             );
-        }
-        if bad > 0 && code == EXIT_OK {
-            code = EXIT_NOT_CONFINED;
+            if code == EXIT_OK {
+                code = if what == "not confined" {
+                    EXIT_NOT_CONFINED
+                } else {
+                    EXIT_STALE
+                };
+            }
         }
     }
     Ok(code)
 }
 
 fn cmd_status(a: &StatusArgs) -> Result<i32, CliError> {
-    let d = aa_virt::list::status::status(&a.targets.options(), &a.name)?;
+    let d = aa_virt::list::status::status(&a.targets.options_configured()?, &a.name)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     } else {
@@ -538,7 +572,13 @@ fn init_logging(g: &Global, command: &Command) {
         match g.verbose {
             // A hook's one line per guest event is its log (daemon log,
             // journal); so is reload's one line per profile.
-            0 if matches!(command, Command::Hook(_) | Command::Reload(_)) => "info",
+            0 if matches!(
+                command,
+                Command::Hook(_) | Command::Reload(_) | Command::BootLoad(_)
+            ) =>
+            {
+                "info"
+            }
             0 => "warn",
             1 => "info",
             2 => "debug",
@@ -609,6 +649,8 @@ pub fn main() -> i32 {
         Command::List(a) => cmd_list(a),
         Command::Status(a) => cmd_status(a),
         Command::Reload(a) => cmd_reload(a),
+        Command::Check(a) => check::cmd_check(a),
+        Command::BootLoad(a) => boot::cmd_boot_load(a),
         Command::Lxc(a) => lxc::run_lxc(cli.global.templates.as_deref(), a),
         Command::Denials(a) => denials::run_denials(a),
         Command::Explain(a) => denials::run_explain(a),

@@ -90,9 +90,26 @@ fn install_writes_everything_compiles_it_and_is_idempotent() {
         "/etc/apparmor.d/usr.bin.aa-virt",
         "/etc/apparmor.d/local/usr.sbin.libvirtd.aa-virt",
         "/etc/aa-virt/aa-virt.toml",
+        "/etc/systemd/system/aa-virt-load.service",
+        "/etc/systemd/system/libvirtd.service.d/aa-virt-load.conf",
+        "/etc/systemd/system/virtqemud.service.d/aa-virt-load.conf",
+        "/etc/systemd/system/lxc.service.d/aa-virt-load.conf",
     ] {
         assert!(out.contains(&format!("created   {f}")), "{f}:\n{out}");
     }
+    // The boot unit runs this aa-virt, after AppArmor and before the
+    // daemons, each of which wants it.
+    let unit = std::fs::read_to_string(r.join("etc/systemd/system/aa-virt-load.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/bin/aa-virt boot-load\n")
+            && unit.contains("After=apparmor.service\n")
+            && unit.contains("Before=libvirtd.service virtqemud.service lxc.service\n"),
+        "{unit}"
+    );
+    let dropin =
+        std::fs::read_to_string(r.join("etc/systemd/system/libvirtd.service.d/aa-virt-load.conf"))
+            .unwrap();
+    assert!(dropin.contains("Wants=aa-virt-load.service"), "{dropin}");
     assert!(
         out.contains("updated   /etc/apparmor.d/local/usr.sbin.libvirtd (includes"),
         "{out}"

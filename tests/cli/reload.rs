@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use aa_virt::apparmor::KernelStatus;
-use aa_virt::libvirt::profile::{self, Layout};
-use aa_virt::libvirt::ReadOptions;
+use aa_virt::libvirt::profile::Layout;
 use aa_virt::policy::Templates;
 
 /// The UUID of `test:///default`'s domain `test`.
@@ -38,25 +37,8 @@ impl Env {
             k: common::FakeKernel::new(),
             root: tempfile::tempdir().unwrap(),
         };
-        let templates = Templates::load(None).unwrap();
         for (name, uuid) in [("test", TEST_UUID), ("b", B_UUID), ("c", C_UUID)] {
-            let xml = format!(
-                "<domain type='kvm'><name>{name}</name><uuid>{uuid}</uuid><devices>\
-                 <disk type='file' device='disk'><source file='/var/lib/libvirt/images/{name}.qcow2'/>\
-                 <target dev='vda'/></disk></devices></domain>"
-            );
-            let guest = aa_virt::libvirt::parse(
-                &xml,
-                &ReadOptions {
-                    probe_chains: false,
-                    ..ReadOptions::default()
-                },
-            )
-            .unwrap();
-            profile::render(&guest, &templates, false)
-                .unwrap()
-                .install(&guest, &e.layout(), &templates, &e.k.parser(), e.k.kernel())
-                .unwrap();
+            e.k.install_guest(name, uuid, &e.layout());
         }
         // C is not loaded (its guest is shut off); forget what install ran.
         let list = e.k.fs.join("profiles");

@@ -54,6 +54,34 @@ impl FakeKernel {
         &self.kernel
     }
 
+    /// Render and install (write and load) the profile of a one-disk
+    /// libvirt guest `name` with `uuid` under `layout`.
+    pub fn install_guest(
+        &self,
+        name: &str,
+        uuid: &str,
+        layout: &aa_virt::libvirt::profile::Layout,
+    ) {
+        let templates = aa_virt::policy::Templates::load(None).unwrap();
+        let xml = format!(
+            "<domain type='kvm'><name>{name}</name><uuid>{uuid}</uuid><devices>\
+             <disk type='file' device='disk'><source file='/var/lib/libvirt/images/{name}.qcow2'/>\
+             <target dev='vda'/></disk></devices></domain>"
+        );
+        let guest = aa_virt::libvirt::parse(
+            &xml,
+            &aa_virt::libvirt::ReadOptions {
+                probe_chains: false,
+                ..aa_virt::libvirt::ReadOptions::default()
+            },
+        )
+        .unwrap();
+        aa_virt::libvirt::profile::render(&guest, &templates, false)
+            .unwrap()
+            .install(&guest, layout, &templates, &self.parser(), self.kernel())
+            .unwrap();
+    }
+
     /// The kernel, boxed as the hook and helper hold it.
     pub fn boxed(&self) -> Box<dyn aa_virt::apparmor::Kernel + Send + Sync> {
         Box::new(self.kernel.clone())

@@ -1,0 +1,149 @@
+//! `aa-virt boot-load`: at boot, before libvirt starts, load every managed
+//! libvirt guest's policy from the files on disk (compiled-policy cache
+//! when it is current), so autostarted guests find their profile in the
+//! kernel (`apparmor.service` loads only the top of `/etc/apparmor.d`, not
+//! `libvirt/`). Each guest is loaded on its own, under its lock: one whose
+//! policy fails is reported and never stops the others. For each, the log
+//! says whether the cache could be used or it was compiled, and how long
+//! it took.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::apparmor::{install_profile, Kernel, LoadError, LoadWhen, Parser};
+use crate::libvirt::naming;
+use crate::libvirt::profile::Layout;
+use crate::store::{self, Txn};
+
+/// Where the policy came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The cache was current (its record matches the files on disk).
+    Cache,
+    /// Compiled afresh (no cache, or one made from other files).
+    Compiled,
+}
+
+/// One guest's load at boot.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The profile name.
+    pub profile: String,
+    /// Its file.
+    pub path: PathBuf,
+    /// Cache or compile, or why it failed (the kernel has no policy for
+    /// it; the guest will not start confined until it is fixed).
+    pub result: Result<Source, LoadError>,
+    /// How long the load took.
+    pub took: Duration,
+}
+
+/// Load every `libvirt-<uuid>` profile file of `layout`, in name order.
+pub fn load_all(layout: &Layout, base: &Parser, kernel: &dyn Kernel) -> Vec<Loaded> {
+    let parser = layout.parser(base);
+    let mut names: Vec<String> = std::fs::read_dir(layout.libvirt_dir())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| naming::parse_profile_name(n).is_some())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|profile| {
+            let path = layout.profile_path(&profile);
+            let start = Instant::now();
+            let result = load_one(layout, &parser, kernel, &profile, &path);
+            Loaded {
+                profile,
+                path,
+                result,
+                took: start.elapsed(),
+            }
+        })
+        .collect()
+}
+
+fn load_one(
+    layout: &Layout,
+    parser: &Parser,
+    kernel: &dyn Kernel,
+    profile: &str,
+    path: &std::path::Path,
+) -> Result<Source, LoadError> {
+    let _lock = store::lock(&layout.lock_dir, profile)?;
+    let source = if parser.cache_is_current(path) {
+        Source::Cache
+    } else {
+        Source::Compiled
+    };
+    let mut txn = Txn::new();
+    install_profile(
+        kernel,
+        parser,
+        &mut txn,
+        profile,
+        path,
+        &[],
+        LoadWhen::Always,
+    )?;
+    txn.commit();
+    Ok(source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apparmor::fake::FakeKernel;
+
+    #[test]
+    fn one_broken_guest_never_stops_the_others() {
+        let d = tempfile::tempdir().unwrap();
+        let k = FakeKernel::create(&d.path().join("fs")).unwrap();
+        let layout = Layout::under(d.path());
+        std::fs::create_dir_all(layout.libvirt_dir()).unwrap();
+        let names = [
+            "libvirt-00000000-0000-4000-8000-000000000001",
+            "libvirt-00000000-0000-4000-8000-000000000002",
+            "libvirt-00000000-0000-4000-8000-000000000003",
+        ];
+        for (i, n) in names.iter().enumerate() {
+            let rule = if i == 1 { "/a bogus," } else { "/a r," };
+            std::fs::write(
+                layout.profile_path(n),
+                format!("profile {n} {{\n  {rule}\n}}\n"),
+            )
+            .unwrap();
+        }
+        // Not a profile aa-virt writes: left alone.
+        std::fs::write(layout.libvirt_dir().join("notes.txt"), "x").unwrap();
+        let done = load_all(&layout, &Parser::new(), &k);
+        assert_eq!(done.len(), 3);
+        assert!(done[0].result.is_ok() && done[2].result.is_ok());
+        assert!(matches!(done[1].result, Err(LoadError::Parser(_))));
+        assert_eq!(k.loads(), 3);
+        assert!(k.profile_mode(names[0]).unwrap().is_some());
+        assert!(k.profile_mode(names[1]).unwrap().is_none());
+        assert!(k.profile_mode(names[2]).unwrap().is_some());
+        assert!(done.iter().all(|l| !matches!(l.result, Ok(Source::Cache))));
+        // A cache whose record matches the files is used; a changed file
+        // is compiled again.
+        let p = layout.parser(&Parser::new());
+        let rec = layout.cache_dir.join(crate::apparmor::parser::INPUTS_DIR);
+        std::fs::create_dir_all(&rec).unwrap();
+        let digest = p
+            .preprocessed_digest(&layout.profile_path(names[0]))
+            .unwrap();
+        std::fs::write(rec.join(names[0]), digest).unwrap();
+        let done = load_all(&layout, &Parser::new(), &k);
+        assert!(matches!(done[0].result, Ok(Source::Cache)));
+        assert!(matches!(done[2].result, Ok(Source::Compiled)));
+        std::fs::write(
+            layout.profile_path(names[0]),
+            format!("profile {} {{\n  /b r,\n}}\n", names[0]),
+        )
+        .unwrap();
+        let done = load_all(&layout, &Parser::new(), &k);
+        assert!(matches!(done[0].result, Ok(Source::Compiled)));
+    }
+}
