@@ -48,27 +48,18 @@ impl Abi {
         }
     }
 
-    /// Parse the features-file text: `name {` opens a key, `}` closes it,
-    /// anything else is a value.
+    /// Parse the features-file text (with
+    /// [`super::feature_set::parse_features_file`]), keeping each leaf's
+    /// first two path components.
     pub fn parse(text: &str) -> Abi {
         let mut keys = BTreeSet::new();
-        let mut stack: Vec<String> = Vec::new();
-        let mut word = String::new();
-        for c in text.chars() {
-            match c {
-                '{' => {
-                    let name = word.split_whitespace().last().unwrap_or("").to_string();
-                    word.clear();
-                    stack.push(name);
-                    if stack.len() <= 2 && stack.iter().all(|s| !s.is_empty()) {
-                        keys.insert(stack.join("/"));
-                    }
+        for leaf in super::feature_set::parse_features_file(text).keys() {
+            let mut parts = leaf.split('/');
+            if let Some(a) = parts.next() {
+                keys.insert(a.to_string());
+                if let Some(b) = parts.next() {
+                    keys.insert(format!("{a}/{b}"));
                 }
-                '}' => {
-                    word.clear();
-                    stack.pop();
-                }
-                c => word.push(c),
             }
         }
         Abi { keys }
