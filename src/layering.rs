@@ -12,9 +12,10 @@
 //! | 2 | `config`, `guest` (the model) |
 //! | 3 | `policy` (rules, escaping, templates) |
 //! | 4 | `libvirt`, `lxc` (inputs and their hooks) |
-//! | 5 | `denials`, `install` |
+//! | 5 | `denials`, `install`, `boot` |
 //! | 6 | `list` |
 //! | 7 | `reload` |
+//! | 8 | `canary` (finds guests as `reload` does) |
 //!
 //! One leaf is usable from every layer: `policy::escape`, which imports
 //! nothing of the project (the model prints paths with its display
@@ -33,9 +34,10 @@ fn rank(module: &str) -> Option<u8> {
         "config" | "guest" => 2,
         "policy" => 3,
         "libvirt" | "lxc" => 4,
-        "denials" | "install" => 5,
+        "denials" | "install" | "boot" => 5,
         "list" => 6,
         "reload" => 7,
+        "canary" => 8,
         _ => return None,
     })
 }
