@@ -1,6 +1,7 @@
 //! The AppArmor side: the parser, the kernel's securityfs, feature
 //! detection, and labels.
 
+pub mod digest;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod feature_set;
