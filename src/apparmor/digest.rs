@@ -195,7 +195,8 @@ fn references(text: &str) -> Option<Vec<Reference>> {
         let mut rest = line;
         while let Some(pos) = find_keyword(rest) {
             let (kw, at) = pos;
-            let before = rest[..at].trim();
+            // `#include` is an include, `# include` a comment.
+            let before = rest[..at].trim_start();
             let leading = before.is_empty() || before == "#";
             let mut tail = rest[at + kw.len()..].trim_start();
             let mut optional = false;
@@ -284,6 +285,8 @@ mod tests {
         // A leading include this does not understand: let the parser decide.
         assert!(references("include foo\n").is_none());
         assert!(references("  include <unterminated\n").is_none());
+        // A comment that says "include" is not a reason to give up.
+        assert_eq!(references("# include the rules below\n").unwrap(), []);
     }
 
     #[test]
