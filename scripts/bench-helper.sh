@@ -23,7 +23,12 @@
 #    /usr/sbin/apparmor_parser (aa-virt runs in the same namespace; it uses
 #    its own root and parser and is unaffected).
 # Each figure is the median wall time of $RUNS runs (default 7); the chain
-# figures are the total of one pass over the chain. Needs root, qemu-img and
+# figures are the total of one pass over the chain. The "parser" column is
+# apparmor_parser alone compiling the profile aa-virt wrote, with aa-virt's
+# flags (the floor of a start or hotplug), and /parser aa-virt's ratio to
+# it. Also printed: a restart of an unchanged guest with the compiled-policy
+# cache warm against a cold -c, a guest with $DISKS disks (default 500),
+# and the peak RSS (wait4) of aa-virt alone and of the parser it runs. Needs root, qemu-img and
 # the libvirt source that scripts/libvirt-suite.sh caches.
 set -eu
 
@@ -53,6 +58,7 @@ w=$(mktemp -d)
 trap 'rm -rf "$w"' EXIT
 uuid=00000000-0000-0000-0000-0123456789ab
 name=libvirt-$uuid
+disks=${DISKS:-500}
 
 # --- the world ------------------------------------------------------------
 cp "$real" "$w/apparmor_parser.real"
@@ -60,13 +66,14 @@ cp "$real" "$w/apparmor_parser.real"
 mkdir -p "$w/sys/sys/module/apparmor/parameters" "$w/sys/sys/kernel/security/apparmor" "$w/root"
 echo Y >"$w/sys/sys/module/apparmor/parameters/enabled"
 : >"$w/sys/sys/kernel/security/apparmor/profiles"
+# After the parser, shell builtins only: the stand-in kernel's round trip
+# costs about what a real load's does, not three extra processes.
 cat >"$w/parser-ours" <<EOF
 #!/bin/sh
-last=; for a in "\$@"; do last=\$a; done
 '$w/apparmor_parser.real' --skip-kernel-load --features-file $features "\$@" || exit 1
-n=\$(sed -n 's/^profile \([^ ]*\) .*/\1/p' "\$last" | head -n1)
-grep -q "^\$n (" '$w/sys/sys/kernel/security/apparmor/profiles' ||
-    echo "\$n (enforce)" >>'$w/sys/sys/kernel/security/apparmor/profiles'
+p='$w/sys/sys/kernel/security/apparmor/profiles'
+while IFS= read -r l; do case \$l in "$name ("*) exit 0 ;; esac; done <"\$p"
+echo "$name (enforce)" >>"\$p"
 EOF
 # The reference: compile only.
 cat >"$w/parser-ref" <<EOF
@@ -123,16 +130,31 @@ cat >"$w/typical.xml" <<EOF
 </domain>
 EOF
 
+# A guest with $disks disks (empty raw files).
+{
+    sed -n '1,/<devices>/p' "$w/typical.xml"
+    awk -v n="$disks" -v img="$img" 'BEGIN {
+        for (i = 0; i < n; i++) {
+            t = sprintf("vd%c%c", 97 + int(i / 26), 97 + i % 26)
+            printf "    <disk type=\047file\047 device=\047disk\047><driver name=\047qemu\047 type=\047raw\047/>"
+            printf "<source file=\047%s/d%d.img\047/><target dev=\047%s\047 bus=\047virtio\047/></disk>\n", img, i, t
+            printf "" >(img "/d" i ".img"); close(img "/d" i ".img")
+        }
+    }'
+    sed -n '/<emulator>/,$p' "$w/typical.xml"
+} >"$w/many.xml"
+
 # --- running each tool ----------------------------------------------------
+guest=typical
 ln -s "$bin" "$w/virt-aa-helper"
 exe=$w/virt-aa-helper
 ours() { # ARGS...: one helper run as libvirt makes it
     AA_VIRT_ROOT="$w/root" AA_VIRT_SYSROOT="$w/sys" AA_VIRT_PARSER="$w/parser-ours" \
-        AA_VIRT_CONFIG="$w/none.toml" "$exe" "$@" <"$w/typical.xml" >/dev/null 2>"$w/err" ||
+        AA_VIRT_CONFIG="$w/none.toml" "$exe" "$@" <"$w/$guest.xml" >/dev/null 2>"$w/err" ||
         { cat "$w/err" >&2; die "aa-virt failed: $*"; }
 }
 refrun() { # ARGS...: the reference
-    "$ref" "$@" <"$w/typical.xml" >/dev/null 2>"$w/err" ||
+    "$ref" "$@" <"$w/$guest.xml" >/dev/null 2>"$w/err" ||
         { cat "$w/err" >&2; die "reference failed: $*"; }
 }
 ours_files=$w/root/etc/apparmor.d/libvirt
@@ -167,17 +189,100 @@ mkdir -p "$w/root/var/cache/aa-virt/apparmor"
 # Sanity: both tools produce a profile with the typical guest.
 reset_ours; ours -c -u "$name"; reset_ref; refrun -c -u "$name"
 
-row() { printf '%-44s %9s %9s %7s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
-printf '%-44s %9s %9s %7s\n' "operation (ms, median of $runs)" aa-virt reference ratio
+# The parser alone compiling the profile aa-virt wrote, with aa-virt's
+# flags: the floor of any start or hotplug that compiles.
+parser_only() { "$w/apparmor_parser.real" $(parser_args) || die "the parser alone failed on $guest"; }
+parser_args() {
+    echo -Q -K --features-file "$features" -O no-expr-simplify \
+        -I "$w/root/etc/apparmor.d" -I /etc/apparmor.d -o /dev/null "$ours_files/$name"
+}
+# Peak RSS (KiB) of one run of "$@" and its children, from wait4.
+rss() { /usr/bin/time -f %M -o "$w/rss" "$@" >/dev/null 2>&1 || die "failed: $*"; tail -n1 "$w/rss"; }
+# aa-virt's own peak RSS for -c: the parser replaced by /bin/true.
+rss_helper() {
+    reset_ours
+    AA_VIRT_ROOT="$w/root" AA_VIRT_SYSROOT="$w/sys" AA_VIRT_PARSER=/bin/true AA_VIRT_CONFIG="$w/none.toml" \
+        /usr/bin/time -f %M -o "$w/rss" "$exe" -c -u "$name" <"$w/$guest.xml" >/dev/null 2>&1 ||
+        die "aa-virt failed (RSS run, $guest)"
+    tail -n1 "$w/rss"
+}
+
+# CPU time (task-clock, children included, from perf) of one run: steadier
+# than wall time on a loaded machine, where waiting for a core dominates.
+cpu_ours() {
+    AA_VIRT_ROOT="$w/root" AA_VIRT_SYSROOT="$w/sys" AA_VIRT_PARSER="$w/parser-ours" AA_VIRT_CONFIG="$w/none.toml" \
+        perf stat -x, -e task-clock -o "$w/cpu" "$exe" "$@" <"$w/$guest.xml" >/dev/null 2>&1 ||
+        die "aa-virt failed (CPU run): $*"
+    awk -F, '/task-clock/ {print $1 * 1000}' "$w/cpu" >>"$w/times"
+}
+cpu_parser() {
+    perf stat -x, -e task-clock -o "$w/cpu" "$w/apparmor_parser.real" $(parser_args) >/dev/null 2>&1 ||
+        die "the parser alone failed (CPU run)"
+    awk -F, '/task-clock/ {print $1 * 1000}' "$w/cpu" >>"$w/times"
+}
+# median of the figures "$@" appends to $w/times, $runs runs after SETUP
+median_cpu() { # SETUP CMD...
+    setup=$1; shift
+    n=0; : >"$w/times"
+    while [ $n -lt "$runs" ]; do eval "$setup"; "$@"; n=$((n + 1)); done
+    sort -n "$w/times" | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]/1000}'
+}
+
+row() { # NAME AA-VIRT REFERENCE [PARSER-ONLY]
+    p=${4:--}
+    r=-; [ "$p" = - ] || r=$(ratio "$2" "$p")
+    q=-; [ "$3" = - ] || q=$(ratio "$2" "$3")
+    printf '%-44s %9s %9s %9s %7s %7s\n' "$1" "$2" "$3" "$p" "$q" "$r"
+}
+printf '%-44s %9s %9s %9s %7s %7s\n' "operation (ms, median of $runs)" aa-virt reference parser /ref /parser
 a=$(median 'reset_ours' ours -d -c -u "$name"); b=$(median 'reset_ref' refrun -d -c -u "$name")
 row "dry run -c, typical guest" "$a" "$b"
 a=$(median : ours -d -r -u "$name" -F "$img/hot.img"); b=$(median : refrun -d -r -u "$name" -F "$img/hot.img")
 row "dry run -r -F one file" "$a" "$b"
 a=$(median 'reset_ours' ours -c -u "$name"); b=$(median 'reset_ref' refrun -c -u "$name")
-row "-c typical guest, with compile" "$a" "$b"
+p=$(median : parser_only)
+cold=$a
+row "-c typical guest, with compile" "$a" "$b" "$p"
 a=$(median 'reset_ours; ours -c -u "$name"' ours -r -u "$name" -F "$img/hot.img")
 b=$(median 'reset_ref; refrun -c -u "$name"' refrun -r -u "$name" -F "$img/hot.img")
-row "-r -F one new file, with compile" "$a" "$b"
+p=$(median : parser_only)
+row "-r -F one new file, with compile" "$a" "$b" "$p"
+# A restart of an unchanged guest: its files stay, the kernel dropped the
+# profile at stop, the cache is warm; the start re-renders and loads.
+reset_ours; ours -c -u "$name"
+a=$(median ': >"$w/sys/sys/kernel/security/apparmor/profiles"' ours -r -u "$name")
+b=$(median : refrun -r -u "$name")
+row "-r restart, unchanged guest, warm cache" "$a" "$b"
+echo "cache hit: restart $a ms / cold -c $cold ms = $(ratio "$a" "$cold")"
+guest=many
+a=$(median 'reset_ours' ours -c -u "$name"); b=$(median 'reset_ref' refrun -c -u "$name")
+p=$(median : parser_only)
+row "-c $disks-disk guest, with compile" "$a" "$b" "$p"
+if command -v perf >/dev/null && perf stat -e task-clock true >/dev/null 2>&1; then
+    for guest in typical many; do
+        reset_ours; ours -c -u "$name"
+        p=$(median_cpu : cpu_parser)
+        a=$(median_cpu reset_ours cpu_ours -c -u "$name")
+        label=typical; [ "$guest" = many ] && label=$disks-disk
+        row "CPU ms: -c $label guest, with compile" "$a" - "$p"
+    done
+    guest=typical
+    reset_ours; ours -c -u "$name"; ours -r -u "$name" -F "$img/hot.img"
+    p=$(median_cpu : cpu_parser)
+    a=$(median_cpu 'reset_ours; ours -c -u "$name"' cpu_ours -r -u "$name" -F "$img/hot.img")
+    row "CPU ms: -r -F one new file, with compile" "$a" - "$p"
+    reset_ours; ours -c -u "$name"
+    a=$(median_cpu ': >"$w/sys/sys/kernel/security/apparmor/profiles"' cpu_ours -r -u "$name")
+    row "CPU ms: -r restart, unchanged, warm cache" "$a" - "$p"
+else
+    echo "(no perf: CPU figures left out)"
+fi
+for guest in typical many; do
+    reset_ours; ours -c -u "$name"
+    label=typical; [ "$guest" = many ] && label=$disks-disk
+    echo "peak RSS ($label guest, KiB): aa-virt $(rss_helper), the parser alone $(rss "$w/apparmor_parser.real" $(parser_args))"
+done
+guest=typical
 # A chain libvirt hotplugs: every layer is new, one run per layer; then a
 # block job or snapshot re-sends every layer, all already granted.
 reset_ours; ours -c -u "$name"; a1=$(chainpass ours); a2=$(chainpass ours)

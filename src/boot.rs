@@ -131,9 +131,7 @@ mod tests {
         let p = layout.parser(&Parser::new());
         let rec = layout.cache_dir.join(crate::apparmor::parser::INPUTS_DIR);
         std::fs::create_dir_all(&rec).unwrap();
-        let digest = p
-            .preprocessed_digest(&layout.profile_path(names[0]))
-            .unwrap();
+        let digest = p.inputs_digest(&layout.profile_path(names[0])).unwrap();
         std::fs::write(rec.join(names[0]), digest).unwrap();
         let done = load_all(&layout, &Parser::new(), &k);
         assert!(matches!(done[0].result, Ok(Source::Cache)));

@@ -2,7 +2,7 @@
 //! beside the compiled-policy cache, the digest of everything the profile
 //! was compiled from (the profile with every include expanded: its
 //! `.files`, the abstractions, `local/` overrides; see
-//! [`Parser::preprocessed_digest`]) and the kernel's own hash of what it
+//! [`Parser::inputs_digest`]) and the kernel's own hash of what it
 //! then had loaded ([`Kernel::policy_hash`]). Later, the same digest
 //! computed from disk and the kernel's hash now are compared with that
 //! record: a changed abstraction (a package upgrade) or an edited `local/`
@@ -79,7 +79,7 @@ pub fn record_load(kernel: &dyn Kernel, parser: &Parser, name: &str, profile: &P
         return;
     };
     let _ = std::fs::remove_file(&path);
-    let Some(inputs) = parser.preprocessed_digest(profile) else {
+    let Some(inputs) = parser.inputs_digest(profile) else {
         return;
     };
     let hash = kernel.policy_hash(name).ok().flatten();
@@ -117,7 +117,7 @@ pub fn freshness(
     if was != "-" && now.as_deref().is_some_and(|h| h != was) {
         return stale("the kernel's policy was replaced since aa-virt loaded it");
     }
-    match parser.preprocessed_digest(profile) {
+    match parser.inputs_digest(profile) {
         None => stale(&format!(
             "{} no longer preprocesses (a missing include?)",
             profile.display()

@@ -169,8 +169,10 @@ impl Parser {
     /// the profile includes. It cannot notice an `include if exists` file
     /// that was deleted (an admin taking a rule out of `local/`), and would
     /// load the stale policy with the rule still in it. So aa-virt keeps,
-    /// beside the cache, a digest of the preprocessed profile (every include
-    /// expanded, `apparmor_parser --preprocess`) and lets the parser read
+    /// beside the cache, a digest of everything the profile is compiled
+    /// from (its text and every include, computed by aa-virt itself, or by
+    /// `apparmor_parser --preprocess` for what that walk does not model)
+    /// and lets the parser read
     /// the cache only when that digest is the one recorded at the last
     /// successful load; otherwise it compiles afresh (and rewrites the
     /// cache). A crash between the two leaves no record, which only costs
@@ -185,7 +187,7 @@ impl Parser {
                 let path = dir
                     .join(INPUTS_DIR)
                     .join(profile.file_name().unwrap_or_default());
-                let digest = self.preprocessed_digest(profile);
+                let digest = self.inputs_digest(profile);
                 let recorded = std::fs::read_to_string(&path).ok();
                 if digest.is_none() || recorded != digest {
                     c.arg("--skip-read-cache");
@@ -221,19 +223,44 @@ impl Parser {
         let path = dir
             .join(INPUTS_DIR)
             .join(profile.file_name().unwrap_or_default());
-        match (
-            std::fs::read_to_string(path),
-            self.preprocessed_digest(profile),
-        ) {
+        match (std::fs::read_to_string(path), self.inputs_digest(profile)) {
             (Ok(recorded), Some(now)) => recorded == now,
             _ => false,
+        }
+    }
+
+    /// The digest of what `profile` is compiled from: aa-virt's own walk of
+    /// its includes ([`super::digest`]), one parser run cheaper; the
+    /// parser's preprocessor when the walk gives up. The two kinds are
+    /// tagged so that they never compare equal.
+    pub fn inputs_digest(&self, profile: &Path) -> Option<String> {
+        let stamp = |p: &Path| {
+            let m = std::fs::metadata(p).ok();
+            let mtime = m.as_ref().and_then(|m| m.modified().ok());
+            format!("{} {:?} {:?}", p.display(), m.map(|m| m.len()), mtime)
+        };
+        let mut context = vec![stamp(&self.bin), COMPILE_FLAGS.join(" ")];
+        if let Some(f) = &self.features {
+            context.push(stamp(f));
+            context.push(std::fs::read_to_string(f).unwrap_or_default());
+        }
+        let inputs = super::digest::Inputs {
+            includes: &self.includes,
+            base: self.base.as_deref(),
+            context: &context,
+        };
+        match super::digest::digest(profile, &inputs, Path::new(super::digest::PARSER_CONF)) {
+            Some(d) => Some(format!("walk:{d}")),
+            None => self
+                .preprocessed_digest(profile)
+                .map(|d| format!("cpp:{d}")),
         }
     }
 
     /// SHA-256 of the profile with every include expanded (its `.files`,
     /// the abstractions, `local/` overrides), or `None` when the parser
     /// cannot preprocess it (the load then compiles afresh).
-    pub fn preprocessed_digest(&self, profile: &Path) -> Option<String> {
+    fn preprocessed_digest(&self, profile: &Path) -> Option<String> {
         use sha2::{Digest, Sha256};
         let text = self.preprocess(profile).ok()?;
         let d = Sha256::digest(text.as_bytes());

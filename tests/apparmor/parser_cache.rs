@@ -16,14 +16,17 @@ use std::path::Path;
 use aa_virt::apparmor::parser::INPUTS_DIR;
 use aa_virt::apparmor::Parser;
 
-/// A parser that preprocesses with the real one and records every load.
+/// A parser that preprocesses with the real one (noting each run in
+/// `preprocess.log`) and records every load.
 fn recording_parser(dir: &Path) -> Parser {
     let log = dir.join("loads.log");
+    let pre = dir.join("preprocess.log");
     let bin = dir.join("apparmor_parser");
     std::fs::write(
         &bin,
         format!(
-            "#!/bin/sh\ncase \" $* \" in *\" --preprocess \"*) exec '{}' \"$@\" ;; esac\necho \"$*\" >> '{}'\n",
+            "#!/bin/sh\ncase \" $* \" in *\" --preprocess \"*) echo >> '{}'; exec '{}' \"$@\" ;; esac\necho \"$*\" >> '{}'\n",
+            pre.display(),
             Parser::new().bin.display(),
             log.display()
         ),
@@ -52,6 +55,14 @@ fn cache_reads(dir: &Path) -> Vec<bool> {
         .collect()
 }
 
+/// How many times the parser's preprocessor ran.
+fn preprocess_runs(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("preprocess.log"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
 #[test]
 fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
     let d = tempfile::tempdir().unwrap();
@@ -75,6 +86,8 @@ fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
     std::fs::write(&local, "  /srv/probe r,\n").unwrap();
     p.replace(&prof).unwrap(); // back: a different policy from the last one
     assert_eq!(cache_reads(d.path()), [false, true, false, true, false]);
+    // aa-virt hashed the includes itself: one parser run per load.
+    assert_eq!(preprocess_runs(d.path()), 0);
 
     // A load that fails leaves no record, so the next one compiles.
     let rec = d.path().join("cache").join(INPUTS_DIR).join("guest");
@@ -92,4 +105,6 @@ fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
     p.replace(&prof).unwrap();
     let reads = cache_reads(d.path());
     assert_eq!(&reads[reads.len() - 2..], [false, false]);
+    // Its own walk gave up on the missing include and asked the parser.
+    assert!(preprocess_runs(d.path()) >= 2);
 }
