@@ -311,6 +311,7 @@ fn fake_host() -> (tempfile::TempDir, Settings) {
         allow_unconfined: false,
         allow_incomplete: false,
         settle: Duration::from_millis(0),
+        euid: 0,
     };
     (d, s)
 }
