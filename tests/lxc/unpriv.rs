@@ -330,6 +330,35 @@ fn a_user_container_is_registered_loaded_and_only_checked_by_its_hooks() {
     let reg = user::registration(&layout, &names).unwrap().unwrap();
     assert_eq!((reg.user.as_str(), reg.uid), (USER, e.account.uid));
 
+    // `aa-virt list` finds the user's lxcpath from the registrations and
+    // says whose containers they are.
+    let o = e.root(&[
+        "list",
+        "--connect",
+        "test:///default",
+        "--no-denials",
+        "--json",
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", out_text(&o)));
+    for n in ["c1", "c2"] {
+        let g = v["guests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == n)
+            .unwrap_or_else(|| panic!("{n} not listed: {v}"));
+        assert_eq!(
+            (g["privilege"].as_str(), g["owner"].as_str()),
+            (Some("user"), Some(USER)),
+            "{g}"
+        );
+    }
+    let o = e.root(&["list", "--connect", "test:///default", "--no-denials"]);
+    let t = out_text(&o);
+    let row = t.lines().find(|l| l.starts_with("c1 ")).expect(&t);
+    assert!(row.contains(&format!(" user:{USER} ")), "{t}");
+
     // The user's hooks: pre-start checks, start-host has nothing to verify
     // without init here, post-stop keeps the policy (it is root's).
     let o = e.hook("c1", "pre-start");
@@ -461,4 +490,40 @@ fn root_refuses_what_a_user_container_must_not_get() {
         "c3",
     ]);
     assert!(out_text(&o).contains("no such user"), "{}", out_text(&o));
+}
+
+#[test]
+fn list_says_privileged_or_unprivileged() {
+    let d = open_tempdir();
+    let lp = idmapped_busybox(d.path(), "u3");
+    let o = Command::new("lxc-create")
+        .arg("-P")
+        .arg(&lp)
+        .args(["-t", "busybox", "-n", "p3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_text(&o));
+    let o = common::aa_virt()
+        .args(["list", "--no-denials", "--json", "-P", lp.to_str().unwrap()])
+        .env("AA_VIRT_ROOT", d.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", out_text(&o)));
+    let kind = |n: &str| {
+        v["guests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == n)
+            .map(|g| (g["privilege"].clone(), g["owner"].clone()))
+    };
+    assert_eq!(
+        kind("u3"),
+        Some(("unprivileged".into(), serde_json::Value::Null))
+    );
+    assert_eq!(
+        kind("p3"),
+        Some(("privileged".into(), serde_json::Value::Null))
+    );
 }
