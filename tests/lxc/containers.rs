@@ -7,6 +7,8 @@
 //! `integration-vms/suite/cases/40-lxc.sh`; here the securityfs side is a
 //! fake tree where a test needs one (`AA_VIRT_SYSROOT`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -604,22 +606,7 @@ fn lxc_start_fails_closed_without_apparmor_or_runs_allowed_unconfined() {
         std::fs::remove_file(&log).unwrap();
         let o = start(allow);
         assert!(o.status.success(), "{}", text(&o));
-        let stop = Command::new("timeout")
-            .args(["60", "lxc-stop", "-P", lps, "-n", "c9", "-k"])
-            .output()
-            .unwrap();
-        assert!(stop.status.success(), "{}", text(&stop));
-        // post-stop runs in LXC's monitor, which may outlive lxc-stop briefly.
-        for _ in 0..50 {
-            if std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("post-stop")
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let hooks = std::fs::read_to_string(&log).unwrap();
+        let hooks = common::lxc_stop_waiting_for_post_stop(lps, "c9", &log);
         let kinds: Vec<&str> = hooks
             .lines()
             .map(|l| l.split(' ').next().unwrap())

@@ -11,7 +11,6 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use aa_virt::apparmor::fake::FakeTree;
 use aa_virt::apparmor::features::write_fake_features;
@@ -138,21 +137,7 @@ fn root_started_idmapped_container_runs_with_every_hook() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&inside.stdout).trim(), "0");
-    let stop = Command::new("timeout")
-        .args(["60", "lxc-stop", "-P", lps, "-n", "u1", "-k"])
-        .output()
-        .unwrap();
-    assert!(stop.status.success(), "{}", out_text(&stop));
-    for _ in 0..50 {
-        if std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("post-stop")
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let hooks = std::fs::read_to_string(&log).unwrap();
+    let hooks = common::lxc_stop_waiting_for_post_stop(lps, "u1", &log);
     let kinds: Vec<&str> = hooks
         .lines()
         .map(|l| l.split(' ').next().unwrap())
@@ -449,33 +434,27 @@ fn root_refuses_what_a_user_container_must_not_get() {
         out_text(&o)
     );
     std::os::unix::fs::chown(&cfg, Some(e.account.uid), Some(e.account.gid)).unwrap();
-    // Raw rules of the user's own.
+    // Raw rules of the user's own; a read-only bind of the host's /etc.
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        format!("{text}lxc.apparmor.raw = change_profile -> unconfined,\n"),
-    )
-    .unwrap();
-    let o = e.enable("c3");
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        out_text(&o).contains("raw rules come only from root"),
-        "{}",
-        out_text(&o)
-    );
-    // A read-only bind of the host's /etc.
-    std::fs::write(
-        &cfg,
-        format!("{text}lxc.mount.entry = /etc etc none ro,bind 0 0\n"),
-    )
-    .unwrap();
-    let o = e.enable("c3");
-    assert_eq!(o.status.code(), Some(1));
-    let t = out_text(&o);
-    assert!(
-        t.contains("c3") && t.contains("lxc.mount.entry") && t.contains("/etc"),
-        "{t}"
-    );
+    for (line, want) in [
+        (
+            "lxc.apparmor.raw = change_profile -> unconfined,",
+            &["raw rules come only from root"][..],
+        ),
+        (
+            "lxc.mount.entry = /etc etc none ro,bind 0 0",
+            &["lxc.mount.entry at", "/etc"][..],
+        ),
+    ] {
+        std::fs::write(&cfg, format!("{text}{line}\n")).unwrap();
+        let o = e.enable("c3");
+        assert_eq!(o.status.code(), Some(1));
+        let t = out_text(&o);
+        assert!(
+            t.contains("c3") && want.iter().all(|w| t.contains(w)),
+            "{line}: {t}"
+        );
+    }
     // Nothing was registered or loaded by the refusals.
     assert!(user::registrations(&lxc::Layout::under(&e.state)).is_empty());
     assert!(!e.loaded().contains("lxc-"), "{}", e.loaded());
