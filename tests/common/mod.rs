@@ -216,3 +216,8 @@ pub fn lxc_stop_waiting_for_post_stop(lxcpath: &str, name: &str, log: &Path) -> 
     }
     std::fs::read_to_string(log).unwrap()
 }
+
+/// The hook types of an `AA_VIRT_HOOK_LOG`, in order.
+pub fn hook_kinds(log: &str) -> Vec<&str> {
+    log.lines().filter_map(|l| l.split(' ').next()).collect()
+}

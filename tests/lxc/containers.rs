@@ -607,11 +607,11 @@ fn lxc_start_fails_closed_without_apparmor_or_runs_allowed_unconfined() {
         let o = start(allow);
         assert!(o.status.success(), "{}", text(&o));
         let hooks = common::lxc_stop_waiting_for_post_stop(lps, "c9", &log);
-        let kinds: Vec<&str> = hooks
-            .lines()
-            .map(|l| l.split(' ').next().unwrap())
-            .collect();
-        assert_eq!(kinds, ["pre-start", "start-host", "post-stop"], "{hooks}");
+        assert_eq!(
+            common::hook_kinds(&hooks),
+            ["pre-start", "start-host", "post-stop"],
+            "{hooks}"
+        );
         assert!(hooks.lines().all(|l| l.contains(" ok: ")), "{hooks}");
         let info = Command::new("lxc-info")
             .args(["-P", lps, "-n", "c9", "-s", "-H"])

@@ -138,11 +138,11 @@ fn root_started_idmapped_container_runs_with_every_hook() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&inside.stdout).trim(), "0");
     let hooks = common::lxc_stop_waiting_for_post_stop(lps, "u1", &log);
-    let kinds: Vec<&str> = hooks
-        .lines()
-        .map(|l| l.split(' ').next().unwrap())
-        .collect();
-    assert_eq!(kinds, ["pre-start", "start-host", "post-stop"], "{hooks}");
+    assert_eq!(
+        common::hook_kinds(&hooks),
+        ["pre-start", "start-host", "post-stop"],
+        "{hooks}"
+    );
     assert!(hooks.lines().all(|l| l.contains(" ok: ")), "{hooks}");
     let _ = Command::new("lxc-destroy")
         .args(["-P", lps, "-n", "u1", "-f"])
