@@ -13,7 +13,7 @@ use crate::policy::escape::{display_bytes, display_path, unescape_mount_field};
 use crate::policy::template::RuleLine;
 use crate::policy::{RuleSet, Templates};
 
-use super::config::{self, Entry};
+use super::config::{self, ConfigError, Entry};
 use super::naming::Names;
 use super::LxcError;
 
@@ -132,6 +132,10 @@ impl Container {
                 "lxc.mount.fstab" => {
                     let dir = e.file.parent().unwrap_or(Path::new("/"));
                     let file = dir.join(&e.value);
+                    if !file.is_file() {
+                        // Not opened: a FIFO would block the reader.
+                        return Err(ConfigError::NotText(file).into());
+                    }
                     let text = config::read_text(&file)?;
                     for (i, line) in text.lines().enumerate() {
                         let t = line.trim();
