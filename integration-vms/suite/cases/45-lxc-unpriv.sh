@@ -24,8 +24,10 @@ for f in /etc/subuid /etc/subgid; do
 done
 
 esc() { printf '%s' "$1" | sed 's/[][\.*^$/]/\\&/g'; }
-sedcfg() { # CONFIG: no network, otherwise the busybox template's config
-    sed -i -e '/^lxc\.net\.0\./d' "$1"
+sedcfg() { # CONFIG: no network; proc and sys read-write (as in 40-lxc) so
+    # that a refused write is a permission error, not a read-only mount's
+    sed -i -e '/^lxc\.net\.0\./d' \
+        -e 's/^lxc\.mount\.auto = .*/lxc.mount.auto = cgroup:mixed proc:rw sys:rw/' "$1"
     echo 'lxc.net.0.type = empty' >> "$1"
 }
 
@@ -120,6 +122,7 @@ chown $user: "$home/.config/lxc/default.conf"
 ulp=$home/.local/share/lxc
 for c in uc1 uc2; do
     assert_ok "the user's lxc-create $c" as_user lxc-create -t busybox -n $c
+    as_user sed -i 's/^lxc\.mount\.auto = .*/lxc.mount.auto = cgroup:mixed proc:rw sys:rw/' "$ulp/$c/config"
 done
 
 # The user's lxc-start needs a cgroup of its own: root makes one, gives it
