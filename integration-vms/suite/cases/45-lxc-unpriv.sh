@@ -143,7 +143,12 @@ _run ustart uc1
 note "before enable --user: lxc-start rc=$LAST_RC ${LAST_OUT:0:160}"
 [ "$LAST_RC" -eq 0 ] && { note "label before: $(aa_label "$(lxc-info -P "$ulp" -n uc1 -p -H)")"; lxc-stop -P "$ulp" -n uc1 -k; }
 
-ref=$("$AA_VIRT" lxc enable --user $user uc1 --inline 2>&1)
+# The user's hooks run aa-virt as the user: a copy they can execute (the
+# share may not be theirs to traverse); --inline names the running binary.
+ubin=/usr/local/bin/aa-virt-itest.$$
+install -m 755 "$AA_VIRT" "$ubin"
+on_exit rm -f "$ubin"
+ref=$("$ubin" lxc enable --user $user uc1 --inline 2>&1)
 assert_contains "root: aa-virt lxc enable --user registers and loads" "$ref" "registered to user $user and loaded"
 uprof=$(sed -n 's/.*(profile \(.*\), namespace .*/\1/p' <<<"$ref")
 uns=$(sed -n 's/.*, namespace \([^)]*\)).*/\1/p' <<<"$ref")
