@@ -7,8 +7,6 @@
 //! `integration-vms/suite/cases/40-lxc.sh`; here the securityfs side is a
 //! fake tree where a test needs one (`AA_VIRT_SYSROOT`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
