@@ -4,7 +4,7 @@
 //! the user against a fake AppArmor kernel.
 //!
 //! Kernel-side behaviour (labels, namespaces, denials, a real user's
-//! `lxc-start`) is proven in `integration-vms/suite/cases/45-lxc-unpriv.sh`.
+//! `lxc-start`) is proven in `integration-vms/suite/cases/46-lxc-unpriv.sh`.
 
 use crate::common;
 use std::os::unix::fs::MetadataExt;

@@ -1,4 +1,4 @@
-# 45-lxc-unpriv: unprivileged LXC containers (issue 17).
+# 46-lxc-unpriv: unprivileged LXC containers (issue 17).
 # 1. A root-started id-mapped busybox container runs stacked in its own
 #    namespace, init is uid 0 inside and 100000 on the host, the host kernel
 #    knobs of the privileged case are denied, and a mount that only the
