@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use aa_virt::apparmor::{Parser, Root, SYSROOT_ENV};
 use aa_virt::lxc::hook::{self, HookEnv, Settings};
-use aa_virt::lxc::{self as lxc, profile, EnableOptions, HookStyle, Layout, DEFAULT_LXCPATH};
+use aa_virt::lxc::{self as lxc, profile, user, EnableOptions, HookStyle, Layout, DEFAULT_LXCPATH};
 use aa_virt::policy::Templates;
 
 use super::{CliError, EXIT_ERROR, EXIT_OK};
@@ -38,6 +38,9 @@ pub enum LxcCommand {
     Disable(DisableArgs),
     /// Print the profile a container gets at its next start (dry run).
     Profile(ProfileArgs),
+    /// Load the policy of every container registered with `enable --user`
+    /// (root, at boot).
+    LoadUsers,
 }
 
 /// `aa-virt lxc enable`.
@@ -45,9 +48,15 @@ pub enum LxcCommand {
 pub struct EnableArgs {
     /// The container.
     pub name: String,
-    /// The container's lxcpath.
-    #[arg(long, short = 'P', default_value = DEFAULT_LXCPATH, value_name = "DIR")]
-    pub lxcpath: PathBuf,
+    /// The container's lxcpath [default: /var/lib/lxc, or with --user the
+    /// user's ~/.local/share/lxc].
+    #[arg(long, short = 'P', value_name = "DIR")]
+    pub lxcpath: Option<PathBuf>,
+    /// The container is USER's, started by USER's own lxc-start: register
+    /// it to USER and load its policy now (root only; the user's hooks then
+    /// only check it).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     /// Let the container run containers (lxc.apparmor.allow_nesting = 1).
     #[arg(long)]
     pub nesting: bool,
@@ -112,25 +121,29 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
                 }
                 (None, false) => HookStyle::default_for_host(),
             };
+            let account = e.user.as_deref().map(user::account).transpose()?;
+            let lxcpath = match (&e.lxcpath, &account) {
+                (Some(p), _) => p.clone(),
+                (None, Some(a)) => user::default_lxcpath(a),
+                (None, None) => PathBuf::from(DEFAULT_LXCPATH),
+            };
             let opts = EnableOptions {
-                lxcpath: e.lxcpath.clone(),
+                lxcpath,
                 nesting: e.nesting,
                 raw,
                 force: e.force,
                 hooks,
             };
-            let r = lxc::enable(
-                &e.name,
-                &opts,
-                &root,
-                &templates(templates_dir)?,
-                &Parser::new(),
-            )?;
+            let t = templates(templates_dir)?;
+            let r = match &account {
+                Some(a) => user::enable_user(a, &e.name, &opts, &settings(false), &t)?,
+                None => lxc::enable(&e.name, &opts, &root, &t, &Parser::new())?,
+            };
             for w in &r.warnings {
                 eprintln!("aa-virt: warning: {w}");
             }
             println!(
-                "{}: {} (profile {}, namespace {})",
+                "{}: {} (profile {}, namespace {}){}",
                 e.name,
                 if r.changed {
                     "enabled"
@@ -138,12 +151,22 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
                     "already enabled"
                 },
                 r.names.profile,
-                r.names.namespace
+                r.names.namespace,
+                account
+                    .map(|a| format!(", registered to user {} and loaded", a.name))
+                    .unwrap_or_default()
             );
             Ok(EXIT_OK)
         }
         LxcCommand::Disable(d) => {
-            let r = lxc::disable(&d.name, &d.lxcpath, &root, &Layout::from_env())?;
+            let s = settings(false);
+            let ct = lxc::Container::open(&d.name, &d.lxcpath)?;
+            let names = ct.names();
+            if user::registration(&s.layout, &names)?.is_some() {
+                user::disable_user(&names, &s)?;
+                println!("{}: user registration removed, profile unloaded", d.name);
+            }
+            let r = lxc::disable(&d.name, &d.lxcpath, &root, &s.layout)?;
             for w in &r.warnings {
                 eprintln!("aa-virt: warning: {w}");
             }
@@ -181,6 +204,32 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
             print!("{}", r.text);
             Ok(EXIT_OK)
         }
+        LxcCommand::LoadUsers => {
+            let mut rc = EXIT_OK;
+            for (path, res) in user::load_users(&settings(false)) {
+                match res {
+                    Ok(r) => println!("{} (user {}): loaded {}", r.container, r.user, r.label),
+                    Err(e) => {
+                        eprintln!("aa-virt: error: {}: {e}", path.display());
+                        rc = EXIT_ERROR;
+                    }
+                }
+            }
+            Ok(rc)
+        }
+    }
+}
+
+/// The hooks' and the root commands' settings, from the environment.
+fn settings(allow_unconfined: bool) -> Settings {
+    Settings {
+        root: Root::from_env(SYSROOT_ENV),
+        layout: Layout::from_env(),
+        parser: Parser::new(),
+        allow_unconfined,
+        allow_incomplete: env_flag(ALLOW_INCOMPLETE_ENV),
+        settle: Duration::from_secs(10),
+        euid: user::effective_uid(),
     }
 }
 
@@ -239,15 +288,8 @@ pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32
             )
         }
     };
-    let settings = Settings {
-        root: Root::from_env(SYSROOT_ENV),
-        layout: Layout::from_env(),
-        parser: Parser::new(),
-        allow_unconfined: env_flag(ALLOW_UNCONFINED_ENV)
-            || cfg.fail == aa_virt::config::FailMode::Open,
-        allow_incomplete: env_flag(ALLOW_INCOMPLETE_ENV),
-        settle: Duration::from_secs(10),
-    };
+    let settings =
+        settings(env_flag(ALLOW_UNCONFINED_ENV) || cfg.fail == aa_virt::config::FailMode::Open);
     match hook::run(&env, &settings, &templates) {
         Ok(out) => {
             if let hook::LxcHookOutcome::Unconfined(why) = &out {

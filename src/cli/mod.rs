@@ -181,6 +181,9 @@ impl Targets {
         });
         o.layout = profile::Layout::under(&root);
         o.lxc_layout = aa_virt::lxc::Layout::under(&root);
+        if self.lxcpath.is_empty() {
+            o.add_user_lxcpaths();
+        }
         o.log = match (&self.log, self.no_denials) {
             (Some(f), _) => LogChoice::File(f.clone()),
             (None, true) => LogChoice::Off,

@@ -178,6 +178,24 @@ impl Ctx<'_> {
         }
     }
 
+    /// Which kind of container `c` is, and its owner when a user's.
+    fn privilege(&self, c: &Container, g: &mut GuestRow) {
+        let canon = std::fs::canonicalize(&c.lxcpath).unwrap_or_else(|_| c.lxcpath.clone());
+        let names = crate::lxc::naming::Names::derive(&c.name, &canon);
+        if let Ok(Some(r)) = crate::lxc::user::registration(&self.opts.lxc_layout, &names) {
+            g.privilege = Some("user");
+            g.owner = Some(r.user);
+            return;
+        }
+        match crate::lxc::config::read_entries(&c.config_file) {
+            Ok(e) => {
+                let idmap = crate::lxc::config::all(&e, "lxc.idmap").next().is_some();
+                g.privilege = Some(if idmap { "unprivileged" } else { "privileged" });
+            }
+            Err(e) => g.problems.push(e.to_string()),
+        }
+    }
+
     pub(super) fn lxc(&self, c: &Container) -> GuestRow {
         let active = c.init_pid.is_some();
         let mut g = GuestRow {
@@ -190,6 +208,7 @@ impl Ctx<'_> {
                 active,
             )
         };
+        self.privilege(c, &mut g);
         let configured = c.apparmor_profile.as_deref().map(str::trim);
         let expected = match configured {
             Some("unconfined") => {

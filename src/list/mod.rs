@@ -82,6 +82,18 @@ pub struct ListOptions {
 }
 
 impl ListOptions {
+    /// Add the lxcpaths of the containers registered with `aa-virt lxc
+    /// enable --user` (users' `~/.local/share/lxc`), once each.
+    pub fn add_user_lxcpaths(&mut self) {
+        for (_, r) in crate::lxc::user::registrations(&self.lxc_layout) {
+            if let Ok(r) = r {
+                if !self.lxcpaths.contains(&r.lxcpath) {
+                    self.lxcpaths.push(r.lxcpath);
+                }
+            }
+        }
+    }
+
     /// The defaults: the local system's libvirt and LXC's configured
     /// lxcpath, the real root, the standard layout and the auto-chosen log.
     pub fn system() -> ListOptions {
@@ -205,6 +217,12 @@ pub struct GuestRow {
     pub stale: Option<bool>,
     /// What is wrong, one sentence each.
     pub problems: Vec<String>,
+    /// LXC: `privileged` (no id map), `unprivileged` (id-mapped, started by
+    /// root) or `user` (registered with `aa-virt lxc enable --user`, started
+    /// by its owner); `None` for libvirt guests or an unreadable config.
+    pub privilege: Option<&'static str>,
+    /// The owner of a `user` container (login name).
+    pub owner: Option<String>,
 }
 
 impl GuestRow {
@@ -239,6 +257,8 @@ impl GuestRow {
             policy: None,
             stale: None,
             problems: Vec::new(),
+            privilege: None,
+            owner: None,
         }
     }
 }

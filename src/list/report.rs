@@ -179,10 +179,25 @@ const FIELDS: &[Field] = &[
     ),
     field("namespace_exists", |r| json!(r.namespace_exists), None),
     field("namespace_profiles", |r| json!(r.namespace_profiles), None),
+    // After NS, so that the columns before it keep the positions scripts
+    // read them at; one word (`user:OWNER`), so columns stay
+    // whitespace-separated.
+    field(
+        "privilege",
+        |r| json!(r.privilege),
+        col(11, "PRIVILEGE", false, |_, r| {
+            match (r.privilege, &r.owner) {
+                (Some(p), Some(o)) => format!("{p}:{}", cell(o).replace(' ', "\\x20")),
+                (Some(p), None) => p.to_string(),
+                (None, _) => "-".into(),
+            }
+        }),
+    ),
+    field("owner", |r| json!(r.owner), None),
     field(
         "rules",
         |r| json!(r.rules),
-        col(11, "RULES", false, |_, r| num(r.rules)),
+        col(12, "RULES", false, |_, r| num(r.rules)),
     ),
     field("rules_file", |r| json!(r.rules_file), None),
     field("allowances", |r| json!(r.allowances), None),
@@ -190,13 +205,13 @@ const FIELDS: &[Field] = &[
     field(
         "denials",
         |r| json!(r.denials),
-        col(12, "DENIALS", false, |_, r| num(r.denials)),
+        col(13, "DENIALS", false, |_, r| num(r.denials)),
     ),
     field("confined", |r| json!(r.confined), None),
     field(
         "policy",
         |r| json!(r.policy),
-        col(13, "POLICY", true, |c, r| match r.stale {
+        col(14, "POLICY", true, |c, r| match r.stale {
             Some(true) => "stale".into(),
             Some(false) => "current".into(),
             None => c.unknown.into(),
@@ -206,7 +221,7 @@ const FIELDS: &[Field] = &[
     field(
         "problems",
         |r| json!(r.problems),
-        col(14, "PROBLEMS", true, |_, r| cell(&r.problems.join("; "))),
+        col(15, "PROBLEMS", true, |_, r| cell(&r.problems.join("; "))),
     ),
 ];
 
@@ -373,7 +388,16 @@ mod tests {
         assert_eq!(
             heads,
             [
-                "NAME", "KIND", "STATE", "PROFILE", "LOADED", "MODE", "LABEL OK", "NS", "RULES",
+                "NAME",
+                "KIND",
+                "STATE",
+                "PROFILE",
+                "LOADED",
+                "MODE",
+                "LABEL OK",
+                "NS",
+                "PRIVILEGE",
+                "RULES",
                 "DENIALS"
             ]
         );

@@ -139,6 +139,10 @@ pub struct Settings {
     pub allow_incomplete: bool,
     /// How long post-stop waits for the container's tasks to go.
     pub settle: Duration,
+    /// The hook's effective uid: root loads and unloads policy; any other
+    /// uid runs a user container, whose policy root registered and loaded
+    /// ([`super::user`]), so its hooks only check.
+    pub euid: u32,
 }
 
 /// What a hook run did, for the log.
@@ -162,6 +166,16 @@ pub enum LxcHookOutcome {
         /// The profile was unloaded by this run.
         unloaded: bool,
     },
+    /// pre-start of a user's container: root registered and loaded its
+    /// policy; the label is the registered one.
+    Registered {
+        /// The label init will get.
+        label: String,
+        /// The owner's login name.
+        user: String,
+    },
+    /// post-stop of a user's container: its policy stays loaded (root's).
+    Kept(String),
     /// The kernel has no AppArmor and unconfined is allowed.
     Unconfined(String),
     /// A hook type aa-virt has nothing to do for.
@@ -198,6 +212,13 @@ impl std::fmt::Display for LxcHookOutcome {
                     "already gone"
                 },
                 if *unloaded { "unloaded" } else { "not loaded" }
+            ),
+            LxcHookOutcome::Registered { label, user } => {
+                write!(f, "{label} is registered to user {user} and loaded by root")
+            }
+            LxcHookOutcome::Kept(p) => write!(
+                f,
+                "profile {p} stays loaded (a user container's policy is root's; `aa-virt lxc disable` unloads it)"
             ),
             LxcHookOutcome::Unconfined(why) => write!(f, "running unconfined as allowed: {why}"),
             LxcHookOutcome::Ignored => f.write_str("nothing to do"),
@@ -266,7 +287,7 @@ pub fn run(env: &HookEnv, s: &Settings, templates: &Templates) -> Result<LxcHook
 }
 
 /// The kernel below the settings' root.
-fn kernel(s: &Settings) -> Box<dyn Kernel + Send + Sync> {
+pub(crate) fn kernel(s: &Settings) -> Box<dyn Kernel + Send + Sync> {
     select(SystemKernel::at(s.root.clone()))
 }
 
@@ -281,7 +302,45 @@ fn pre_start(
         return Ok(LxcHookOutcome::Unconfined(why));
     }
     let names = ct.names();
-    let rendered = profile::render(&ct, mode, templates, probe_options(&s.parser))?;
+    if s.euid != 0 {
+        let r = super::user::check_registered(&s.layout, &names, &ct.name, &ct.lxcpath, s.euid)?;
+        // The profile list is root's to read; where it is readable, a
+        // profile that is not loaded is named here. Where it is not, LXC's
+        // own switch to the label fails the start.
+        if let Ok(None) = kernel(s).profile_mode(&names.profile) {
+            return Err(LxcError::Kernel {
+                container: ct.name.clone(),
+                message: format!(
+                    "profile {} is not loaded; root must run `aa-virt lxc load-users` (or enable the container again)",
+                    names.profile
+                ),
+            });
+        }
+        return Ok(LxcHookOutcome::Registered {
+            label: names.label(mode),
+            user: r.user,
+        });
+    }
+    let (changed, namespace_created) = load_policy(&ct, mode, s, templates)?;
+    Ok(LxcHookOutcome::Loaded {
+        label: names.label(mode),
+        changed,
+        namespace_created,
+    })
+}
+
+/// Render, store and load a container's profile and make its namespace
+/// (root only), under the container's lock. A failed load restores the
+/// previous file and removes a namespace this run made; the kernel keeps
+/// the previous policy. Gives (profile file changed, namespace created).
+pub fn load_policy(
+    ct: &Container,
+    mode: ContainerMode,
+    s: &Settings,
+    templates: &Templates,
+) -> Result<(bool, bool), LxcError> {
+    let names = ct.names();
+    let rendered = profile::render(ct, mode, templates, probe_options(&s.parser))?;
     let _lock = store::lock(&s.layout.lock_dir, &names.profile)?;
     store::sweep_temp(&s.layout.profile_dir);
     std::fs::create_dir_all(&s.layout.cache_dir).map_err(|source| LxcError::Io {
@@ -314,11 +373,7 @@ fn pre_start(
     match done {
         Ok(done) => {
             txn.commit();
-            Ok(LxcHookOutcome::Loaded {
-                label: names.label(mode),
-                changed: done.written[0],
-                namespace_created,
-            })
+            Ok((done.written[0], namespace_created))
         }
         Err(e) => {
             if namespace_created {
@@ -374,6 +429,9 @@ fn start_host(env: &HookEnv, s: &Settings) -> Result<LxcHookOutcome, LxcError> {
 fn post_stop(env: &HookEnv, s: &Settings) -> Result<LxcHookOutcome, LxcError> {
     let ct = Container::from_config_file(&env.name, &env.config)?;
     let names = ct.names();
+    if s.euid != 0 {
+        return Ok(LxcHookOutcome::Kept(names.profile));
+    }
     let kernel = kernel(s);
     if !kernel.status().is_available() {
         tracing::debug!(

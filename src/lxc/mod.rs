@@ -13,6 +13,7 @@ pub mod hook;
 pub mod naming;
 pub mod profile;
 pub mod sys;
+pub mod user;
 
 use std::path::{Path, PathBuf};
 
@@ -279,12 +280,27 @@ pub struct EditReport {
     pub warnings: Vec<String>,
 }
 
+/// Replace a container's config, keeping its mode and its owner: a user's
+/// container config (and one LXC wrote for an id-mapped container, owned by
+/// the mapped root) must stay the owner's, or their `lxc-start` can no
+/// longer read it.
 fn write_config(path: &Path, text: &str) -> Result<(), LxcError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::metadata(path).ok();
+    let mode = md
+        .as_ref()
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o640);
     store::write_atomic(path, text.as_bytes(), mode)?;
+    if let Some(m) = md {
+        std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid())).map_err(|source| {
+            LxcError::Io {
+                op: "give back to its owner",
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    }
     Ok(())
 }
 

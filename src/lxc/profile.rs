@@ -13,7 +13,7 @@ use crate::policy::escape::{display_bytes, display_path, unescape_mount_field};
 use crate::policy::template::RuleLine;
 use crate::policy::{RuleSet, Templates};
 
-use super::config::{self, Entry};
+use super::config::{self, ConfigError, Entry};
 use super::naming::Names;
 use super::LxcError;
 
@@ -116,54 +116,86 @@ impl Container {
     }
 
     /// The container as a [`Guest`]: every bind mount's host source
-    /// (`lxc.mount.entry` with `bind`/`rbind`) as a resource, read-only
-    /// when the entry says `ro`.
-    pub fn guest(&self) -> Guest {
+    /// (`lxc.mount.entry` lines and the lines of `lxc.mount.fstab` files,
+    /// with `bind`/`rbind`) as a resource, read-only when the entry says
+    /// `ro`. A relative `lxc.mount.fstab` path is taken relative to the
+    /// config file's directory; one that cannot be read is an error of the
+    /// render (LXC would refuse to start too), not a silent skip.
+    pub fn guest(&self) -> Result<Guest, LxcError> {
         let mut g = Guest::new(GuestKind::Lxc, self.name.clone());
         g.driver = "lxc".into();
-        for e in config::all(&self.entries, "lxc.mount.entry") {
-            let f: Vec<&str> = e.value.split_whitespace().collect();
-            if f.len() < 4 {
-                g.skip(
-                    format!("lxc.mount.entry at {}", e.at()),
-                    "fewer than 4 fields",
-                );
-                continue;
+        for e in &self.entries {
+            match e.key.as_str() {
+                "lxc.mount.entry" => {
+                    add_bind(&mut g, &e.value, &format!("lxc.mount.entry at {}", e.at()));
+                }
+                "lxc.mount.fstab" => {
+                    let dir = e.file.parent().unwrap_or(Path::new("/"));
+                    let file = dir.join(&e.value);
+                    if !file.is_file() {
+                        // Not opened: a FIFO would block the reader.
+                        return Err(ConfigError::NotText(file).into());
+                    }
+                    let text = config::read_text(&file)?;
+                    for (i, line) in text.lines().enumerate() {
+                        let t = line.trim();
+                        if t.is_empty() || t.starts_with('#') {
+                            continue;
+                        }
+                        let origin = format!(
+                            "lxc.mount.fstab {} (from {}) line {}",
+                            display_path(&file),
+                            e.at(),
+                            i + 1
+                        );
+                        add_bind(&mut g, t, &origin);
+                    }
+                }
+                _ => {}
             }
-            let opts: Vec<&str> = f[3].split(',').collect();
-            if !opts.iter().any(|o| *o == "bind" || *o == "rbind") {
-                continue;
-            }
-            let src = path_from_bytes(unescape_mount_field(f[0]));
-            let origin = format!(
-                "lxc.mount.entry at {} ({} -> {})",
-                e.at(),
-                display_path(&src),
-                display_bytes(&unescape_mount_field(f[1]))
-            );
-            if opts.contains(&"optional") && !src.exists() {
-                g.skip(origin, "optional and absent");
-                continue;
-            }
-            let access = if opts.contains(&"ro") {
-                Access::R
-            } else {
-                Access::RWL.union(Access::RK)
-            };
-            let scope = if src.is_file() {
-                Scope::File
-            } else {
-                Scope::Tree
-            };
-            g.add(Resource {
-                path: src,
-                access,
-                scope,
-                origin,
-            });
         }
-        g
+        Ok(g)
     }
+}
+
+/// Add the host source of one fstab-format mount line (`SRC DST TYPE OPTS`)
+/// to `g` when it is a bind mount.
+fn add_bind(g: &mut Guest, line: &str, at: &str) {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() < 4 {
+        g.skip(at.to_string(), "fewer than 4 fields");
+        return;
+    }
+    let opts: Vec<&str> = f[3].split(',').collect();
+    if !opts.iter().any(|o| *o == "bind" || *o == "rbind") {
+        return;
+    }
+    let src = path_from_bytes(unescape_mount_field(f[0]));
+    let origin = format!(
+        "{at} ({} -> {})",
+        display_path(&src),
+        display_bytes(&unescape_mount_field(f[1]))
+    );
+    if opts.contains(&"optional") && !src.exists() {
+        g.skip(origin, "optional and absent");
+        return;
+    }
+    let access = if opts.contains(&"ro") {
+        Access::R
+    } else {
+        Access::RWL.union(Access::RK)
+    };
+    let scope = if src.is_file() {
+        Scope::File
+    } else {
+        Scope::Tree
+    };
+    g.add(Resource {
+        path: src,
+        access,
+        scope,
+        origin,
+    });
 }
 
 /// A raw rule must be one line of printable text.
@@ -195,11 +227,11 @@ pub fn read_raw_file(path: &Path) -> Result<Vec<String>, LxcError> {
     Ok(v)
 }
 
-/// Rules for a guest's bind sources. Writable binds are vetted against the
-/// restricted host locations (a container must not get the host's `/etc`
-/// or AppArmor state writable); read-only binds of system directories
-/// (`/lib`, `/usr/lib`: LXC's busybox template does this) only need a path
-/// that resolves. The decision is policy's ([`crate::policy::rules::Vetting`]).
+/// Rules for a guest's bind sources, every one vetted against the
+/// restricted host locations, read-only ones too (a read-only `/etc` hands
+/// a container the host's secrets); read-only binds of world-readable
+/// system software and securityfs are the exception. The decision is
+/// policy's ([`crate::policy::rules::Vetting`]).
 pub use crate::policy::rules::bind_rules;
 
 /// What the template needs to know beyond the container.
@@ -280,7 +312,7 @@ pub fn render(
     opts: RenderOptions,
 ) -> Result<Rendered, LxcError> {
     let names = ct.names();
-    let guest = ct.guest();
+    let guest = ct.guest()?;
     let rules = bind_rules(&guest)?;
     let policy = abi::choose(ProfileKind::LxcContainer, opts.host);
     let ctx = Ctx {
@@ -344,6 +376,81 @@ mod tests {
         assert_eq!(v[0], "ro, remount, bind");
         assert!(v.contains(&"ro, remount, bind, nodev, nosuid, noexec, strictatime".to_string()));
         assert_eq!(remount_options(true).len(), 48);
+    }
+
+    fn container(dir: &Path, text: &str) -> Container {
+        let config = dir.join("c1").join("config");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        std::fs::write(&config, text).unwrap();
+        Container::open("c1", dir).unwrap()
+    }
+
+    fn binds(ct: &Container) -> Result<RuleSet, LxcError> {
+        Ok(bind_rules(&ct.guest()?)?)
+    }
+
+    #[test]
+    fn read_only_binds_of_restricted_places_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        for (line, path) in [
+            ("/etc etc none ro,bind 0 0", "/etc"),
+            ("/proc/sys x none ro,rbind 0 0", "/proc/sys"),
+            ("/var/lib/apparmor x none ro,bind 0 0", "/var/lib/apparmor"),
+            ("/ host none ro,rbind 0 0", "/"),
+            ("/usr/lib usr/lib none rw,bind 0 0", "/usr/lib"),
+        ] {
+            let ct = container(d.path(), &format!("lxc.mount.entry = {line}\n"));
+            let e = binds(&ct).unwrap_err().to_string();
+            assert!(
+                e.contains("c1") && e.contains("lxc.mount.entry at") && e.contains(path),
+                "{line}: {e}"
+            );
+        }
+        // What LXC's busybox template binds read-only stays allowed.
+        let ct = container(
+            d.path(),
+            "lxc.mount.entry = /usr/lib usr/lib none ro,bind 0 0\nlxc.mount.entry = /sys/kernel/security sys/kernel/security none ro,bind,optional 0 0\n",
+        );
+        binds(&ct).unwrap();
+    }
+
+    #[test]
+    fn fstab_sources_are_vetted() {
+        let d = tempfile::tempdir().unwrap();
+        let share = d.path().join("share");
+        std::fs::create_dir(&share).unwrap();
+        std::fs::create_dir_all(d.path().join("c1")).unwrap();
+        std::fs::write(
+            d.path().join("c1/fstab"),
+            format!(
+                "# mine\n{} srv none bind 0 0\n/etc/ssh etc/ssh none ro,bind 0 0\n",
+                share.display()
+            ),
+        )
+        .unwrap();
+        let ct = container(d.path(), "lxc.mount.fstab = fstab\n");
+        let e = binds(&ct).unwrap_err().to_string();
+        assert!(
+            e.contains("c1")
+                && e.contains("lxc.mount.fstab")
+                && e.contains("line 3")
+                && e.contains("/etc/ssh"),
+            "{e}"
+        );
+        std::fs::write(
+            d.path().join("c1/fstab"),
+            format!("{} srv none bind 0 0\n", share.display()),
+        )
+        .unwrap();
+        let set = binds(&ct).unwrap();
+        assert!(
+            set.rules().iter().any(|r| r.render().contains("/share/")),
+            "{set:?}"
+        );
+        // An fstab that cannot be read fails, naming it.
+        let ct = container(d.path(), "lxc.mount.fstab = /nonexistent-aa-virt-fstab\n");
+        let e = binds(&ct).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent-aa-virt-fstab"), "{e}");
     }
 
     #[test]

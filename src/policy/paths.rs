@@ -193,6 +193,27 @@ const ALLOWED: &[&str] = &[
     "/etc/libvirt-sandbox/services",
 ];
 
+/// Host directories a container may bind in read-only although they are
+/// restricted: world-readable system software (LXC's busybox and
+/// application-container templates bind `/lib` and `/usr/lib` this way) and
+/// securityfs, which a container's profile lets it mount itself anyway.
+const READ_ONLY_BIND_OK: &[&str] = &[
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/usr",
+    "/sys/kernel/security",
+];
+
+/// True when a resolved path is, or is below, one of the read-only bind
+/// exceptions (component-wise).
+pub fn read_only_bind_ok(resolved: &Path) -> bool {
+    READ_ONLY_BIND_OK.iter().any(|d| under(resolved, d))
+}
+
 /// Firmware directories: a writable loader there is refused, never granted.
 pub fn is_firmware_dir(p: &Path) -> bool {
     READ_ONLY_OK

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use crate::guest::{Access, Guest, GuestKind, Resource, RunPath, Scope};
 
 use super::escape::{check_path, display_bytes, display_path, PathError, Pattern};
-use super::paths::{resolve, restriction, ResolveError};
+use super::paths::{read_only_bind_ok, resolve, restriction, ResolveError};
 
 /// Why a guest's rules could not be made. Every variant names the guest, the
 /// device and the path.
@@ -135,11 +135,12 @@ pub enum Vetting {
     /// exact, and it is not a restricted host location. Every libvirt
     /// device, and every writable LXC bind source.
     Full,
-    /// A read-only LXC bind source (LXC's busybox template binds `/lib`
-    /// and `/usr/lib` read-only): the path is exact and resolves; the
-    /// restricted-location check is not applied. This is today's behaviour,
-    /// kept by the redesign; making it [`Vetting::Full`] (or a read-only
-    /// restricted list) is a policy change for later.
+    /// A read-only LXC bind source: every check of [`Vetting::Full`], except
+    /// that the world-readable system software and securityfs of
+    /// [`crate::policy::paths::read_only_bind_ok`] may be bound (LXC's
+    /// busybox template binds `/lib` and `/usr/lib` read-only). Anything
+    /// else restricted (`/etc`, `/proc`, `/boot`, AppArmor's state) is
+    /// refused even read-only.
     ReadOnlyBind,
 }
 
@@ -174,14 +175,14 @@ pub fn vet_as(guest: &str, r: &Resource, how: Vetting) -> Result<PathBuf, RuleEr
         origin: display_bytes(r.origin.as_bytes()),
         source,
     })?;
-    if how == Vetting::ReadOnlyBind {
-        return Ok(resolved);
-    }
     check_path(resolved.as_os_str().as_bytes()).map_err(|source| RuleError::BadPath {
         guest: guest.into(),
         origin: display_bytes(r.origin.as_bytes()),
         source,
     })?;
+    if how == Vetting::ReadOnlyBind && read_only_bind_ok(&resolved) {
+        return Ok(resolved);
+    }
     if let Some(reason) = restriction(&resolved, r.access.writes(), r.scope == Scope::Tree) {
         let path = if resolved == r.path {
             display_path(&r.path)

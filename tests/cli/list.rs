@@ -250,6 +250,7 @@ fn corpus_node_with_many_domains() {
             "enforce",
             "no",
             "-",
+            "-",
             &rules.to_string(),
             "2"
         ]
@@ -289,6 +290,7 @@ fn default_test_driver_without_apparmor() {
             "n/a",
             "n/a",
             "n/a",
+            "-",
             "-",
             "-",
             "-"

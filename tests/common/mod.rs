@@ -191,3 +191,33 @@ pub fn aa_virt() -> std::process::Command {
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// `lxc-stop -k` container `name` of `lxcpath`, then wait (up to 5 s) for
+/// its post-stop hook's line in the hook log `log` (post-stop runs in LXC's
+/// monitor, which may outlive lxc-stop briefly); gives the log.
+pub fn lxc_stop_waiting_for_post_stop(lxcpath: &str, name: &str, log: &Path) -> String {
+    let stop = std::process::Command::new("timeout")
+        .args(["60", "lxc-stop", "-P", lxcpath, "-n", name, "-k"])
+        .output()
+        .unwrap();
+    assert!(
+        stop.status.success(),
+        "lxc-stop {name}: {}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    for _ in 0..50 {
+        if std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("post-stop")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::fs::read_to_string(log).unwrap()
+}
+
+/// The hook types of an `AA_VIRT_HOOK_LOG`, in order.
+pub fn hook_kinds(log: &str) -> Vec<&str> {
+    log.lines().filter_map(|l| l.split(' ').next()).collect()
+}

@@ -311,6 +311,7 @@ fn fake_host() -> (tempfile::TempDir, Settings) {
         allow_unconfined: false,
         allow_incomplete: false,
         settle: Duration::from_millis(0),
+        euid: 0,
     };
     (d, s)
 }
@@ -603,27 +604,12 @@ fn lxc_start_fails_closed_without_apparmor_or_runs_allowed_unconfined() {
         std::fs::remove_file(&log).unwrap();
         let o = start(allow);
         assert!(o.status.success(), "{}", text(&o));
-        let stop = Command::new("timeout")
-            .args(["60", "lxc-stop", "-P", lps, "-n", "c9", "-k"])
-            .output()
-            .unwrap();
-        assert!(stop.status.success(), "{}", text(&stop));
-        // post-stop runs in LXC's monitor, which may outlive lxc-stop briefly.
-        for _ in 0..50 {
-            if std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("post-stop")
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let hooks = std::fs::read_to_string(&log).unwrap();
-        let kinds: Vec<&str> = hooks
-            .lines()
-            .map(|l| l.split(' ').next().unwrap())
-            .collect();
-        assert_eq!(kinds, ["pre-start", "start-host", "post-stop"], "{hooks}");
+        let hooks = common::lxc_stop_waiting_for_post_stop(lps, "c9", &log);
+        assert_eq!(
+            common::hook_kinds(&hooks),
+            ["pre-start", "start-host", "post-stop"],
+            "{hooks}"
+        );
         assert!(hooks.lines().all(|l| l.contains(" ok: ")), "{hooks}");
         let info = Command::new("lxc-info")
             .args(["-P", lps, "-n", "c9", "-s", "-H"])

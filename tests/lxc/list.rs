@@ -185,6 +185,7 @@ fn real_containers_stacked_labels_and_check() {
             "yes",
             "yes",
             "(1)",
+            "privileged",
             "4",
             "2"
         ]

@@ -6,3 +6,4 @@ mod common;
 
 mod containers;
 mod list;
+mod unpriv;
