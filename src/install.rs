@@ -524,13 +524,19 @@ pub fn uninstall(
     txn.commit();
     // Directories install made, when empty (never anything with content).
     let cache = o.at(cfg.cache_dir.to_string_lossy().trim_start_matches('/'));
+    let dropin_dirs = BOOT_DAEMONS
+        .iter()
+        .map(|d| o.at(&format!("etc/systemd/system/{d}.service.d")));
     for dir in [
         o.at("etc/aa-virt"),
         o.at("var/lib/aa-virt"),
         o.at("etc/libvirt/hooks/qemu.d"),
         cache.clone(),
         cache.parent().map(Path::to_path_buf).unwrap_or_default(),
-    ] {
+    ]
+    .into_iter()
+    .chain(dropin_dirs)
+    {
         let _ = std::fs::remove_dir(dir);
     }
     if guests > 0 {
