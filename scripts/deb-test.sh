@@ -57,6 +57,12 @@ hook=/etc/libvirt/hooks/qemu.d/aa-virt
 helper_sum=$(sha256sum < "$helper")
 check aa-virt install
 check test -x "$hook"
+# One copy of the boot unit and the daemons' drop-ins: the package's.
+check test -f /lib/systemd/system/aa-virt-load.service
+check test ! -e /etc/systemd/system/aa-virt-load.service
+for d in libvirtd virtqemud lxc; do
+  check test ! -e "/etc/systemd/system/$d.service.d/aa-virt-load.conf"
+done
 check aa-virt install --mode helper
 check test ! -e "$hook"
 check test "$(readlink "$helper")" = /usr/bin/aa-virt

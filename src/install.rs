@@ -27,7 +27,7 @@
 pub mod divert;
 mod run;
 
-use run::Run;
+use run::{Retire, Run, RETIRE_BOOT, RETIRE_HOOK};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -236,7 +236,14 @@ struct Item {
     mode: u32,
     /// Only created, never updated (the configuration).
     create_only: bool,
+    /// Not wanted in this setup: install removes the copy it once wrote
+    /// (when unchanged) instead of writing it; uninstall treats it as usual.
+    retire: Option<Retire>,
 }
+
+/// The boot unit as the Debian package installs it (`/lib` on Debian 12,
+/// the same file through the `/lib -> usr/lib` link on merged-/usr hosts).
+pub const PACKAGED_BOOT_UNIT: &str = "lib/systemd/system/aa-virt-load.service";
 
 /// Everything install writes, rendered for this binary and configuration.
 fn items(o: &Options, templates: &Templates, cfg: &Config) -> Result<Vec<Item>, InstallError> {
@@ -289,12 +296,15 @@ fn items(o: &Options, templates: &Templates, cfg: &Config) -> Result<Vec<Item>, 
         content: hook,
         mode: 0o755,
         create_only: false,
+        retire: (o.mode == Mode::Helper).then_some(RETIRE_HOOK),
     }];
+    let boot = o.at(PACKAGED_BOOT_UNIT).is_file().then_some(RETIRE_BOOT);
     v.push(Item {
         path: o.at("etc/systemd/system/aa-virt-load.service"),
         content: BOOT_UNIT.replace("@AA_VIRT@", &exe),
         mode: 0o644,
         create_only: false,
+        retire: boot,
     });
     for d in BOOT_DAEMONS {
         v.push(Item {
@@ -304,6 +314,7 @@ fn items(o: &Options, templates: &Templates, cfg: &Config) -> Result<Vec<Item>, 
             content: BOOT_DROPIN.to_string(),
             mode: 0o644,
             create_only: false,
+            retire: boot,
         });
     }
     for (rel, _) in policy::template::ABSTRACTIONS {
@@ -312,6 +323,7 @@ fn items(o: &Options, templates: &Templates, cfg: &Config) -> Result<Vec<Item>, 
             content: templates.abstraction(rel)?,
             mode: 0o644,
             create_only: false,
+            retire: None,
         });
     }
     v.push(Item {
@@ -319,6 +331,7 @@ fn items(o: &Options, templates: &Templates, cfg: &Config) -> Result<Vec<Item>, 
         content: templates.render_with("apparmor.d/usr.bin.aa-virt.hbs", &ctx)?,
         mode: 0o644,
         create_only: false,
+        retire: None,
     });
     let snippet = templates.render_with("apparmor.d/local/daemon.aa-virt.hbs", &ctx)?;
     for d in DAEMONS {
@@ -328,6 +341,7 @@ fn items(o: &Options, templates: &Templates, cfg: &Config) -> Result<Vec<Item>, 
                 content: snippet.clone(),
                 mode: 0o644,
                 create_only: false,
+                retire: None,
             });
         }
     }
@@ -336,6 +350,7 @@ fn items(o: &Options, templates: &Templates, cfg: &Config) -> Result<Vec<Item>, 
         content: config::DEFAULT_TEXT.to_string(),
         mode: 0o644,
         create_only: true,
+        retire: None,
     });
     Ok(v)
 }
@@ -546,37 +561,6 @@ pub fn uninstall(
         );
     }
     Ok(rep)
-}
-
-/// Helper mode has no hook: remove the one an earlier hook-mode install
-/// wrote, when it is unchanged; keep (and report) an edited one.
-fn drop_hook(
-    path: &Path,
-    shown: &str,
-    recorded: Option<String>,
-    txn: &mut Txn,
-    new: &mut Manifest,
-    rep: &mut Report,
-) -> Result<(), InstallError> {
-    let Some(cur) = read_opt(path)? else {
-        return Ok(());
-    };
-    if recorded.as_deref() == Some(digest(&cur).as_str()) {
-        txn.remove(path)?;
-        rep.say(
-            true,
-            format!("removed   {shown} (helper mode: libvirt runs aa-virt as its helper instead)"),
-        );
-        return Ok(());
-    }
-    if let Some(h) = recorded {
-        new.files.insert(shown.to_string(), h);
-    }
-    rep.say(
-        false,
-        format!("kept      {shown}: edited since aa-virt installed it (or not aa-virt's); libvirt runs it as well as the helper, remove it yourself if you no longer need it"),
-    );
-    Ok(())
 }
 
 /// How many guest profiles (not `.files`, not libvirt's templates) exist.

@@ -2,14 +2,37 @@
 //! files, include aa-virt's snippet in the daemons' local files, prove the
 //! policy, switch libvirt's helper, record the manifest.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{
-    block, digest, divert, drop_hook, load_error, load_manifest, read_opt, InstallError, Item,
-    Manifest, Mode, Options, Report, DAEMONS, HOOK_PATH, MANIFEST_PATH, PROFILE_NAME, PROFILE_PATH,
+    block, digest, divert, load_error, load_manifest, read_opt, InstallError, Item, Manifest,
+    Options, Report, DAEMONS, MANIFEST_PATH, PROFILE_NAME, PROFILE_PATH,
 };
 use crate::apparmor::{install_profile, Kernel, KernelStatus, LoadWhen, Parser};
 use crate::store::Txn;
+
+/// Why install no longer wants a file it may have written before.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Retire {
+    /// Said when the unchanged copy is removed.
+    pub(super) removed: &'static str,
+    /// Said when it is kept: edited since aa-virt wrote it, or not aa-virt's.
+    pub(super) kept: &'static str,
+}
+
+/// Helper mode has no hook.
+pub(super) const RETIRE_HOOK: Retire = Retire {
+    removed: "helper mode: libvirt runs aa-virt as its helper instead",
+    kept: "libvirt runs it as well as the helper, remove it yourself if you no longer need it",
+};
+
+/// The Debian package ships the boot unit and the daemons' drop-ins under
+/// /lib/systemd/system; a second copy in /etc would override the package's
+/// and stay behind at its upgrades.
+pub(super) const RETIRE_BOOT: Retire = Retire {
+    removed: "the aa-virt package ships it under /lib/systemd/system",
+    kept: "it overrides the aa-virt package's copy under /lib/systemd/system; remove it yourself unless you mean to",
+};
 
 /// One `install` run: the manifests before and after, the report, and the
 /// transaction every step writes through.
@@ -55,15 +78,8 @@ impl<'a> Run<'a> {
             let shown = o.show(&it.path);
             let want = it.content.as_bytes();
             let recorded = self.old.files.get(&shown).cloned();
-            if o.mode == Mode::Helper && it.path == o.at(HOOK_PATH) {
-                drop_hook(
-                    &it.path,
-                    &shown,
-                    recorded,
-                    &mut self.txn,
-                    &mut self.new,
-                    &mut self.rep,
-                )?;
+            if let Some(why) = it.retire {
+                self.retire(&it.path, &shown, recorded, why)?;
                 continue;
             }
             match read_opt(&it.path)? {
@@ -122,6 +138,39 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A file this setup does not want (helper mode's hook, the boot unit
+    /// the package ships): remove the copy an earlier install wrote, when
+    /// it is unchanged; keep (and report) an edited one or one that is not
+    /// aa-virt's.
+    fn retire(
+        &mut self,
+        path: &Path,
+        shown: &str,
+        recorded: Option<String>,
+        why: Retire,
+    ) -> Result<(), InstallError> {
+        let Some(cur) = read_opt(path)? else {
+            return Ok(());
+        };
+        if recorded.as_deref() == Some(digest(&cur).as_str()) {
+            self.txn.remove(path)?;
+            self.rep
+                .say(true, format!("removed   {shown} ({})", why.removed));
+            return Ok(());
+        }
+        if let Some(h) = recorded {
+            self.new.files.insert(shown.to_string(), h);
+        }
+        self.rep.say(
+            false,
+            format!(
+                "kept      {shown}: edited since aa-virt installed it (or not aa-virt's); {}",
+                why.kept
+            ),
+        );
         Ok(())
     }
 

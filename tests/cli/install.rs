@@ -12,7 +12,7 @@ const DEBIAN_LIBVIRTD: &str = "/etc/apparmor.d/usr.sbin.libvirtd";
 
 /// A target root with Debian's libvirtd profile and its empty local file
 /// (as libvirt-daemon-system's postinst leaves them).
-fn target() -> tempfile::TempDir {
+pub(crate) fn target() -> tempfile::TempDir {
     assert!(
         Path::new(DEBIAN_LIBVIRTD).exists(),
         "{DEBIAN_LIBVIRTD} is missing: install libvirt-daemon-system (CI does)"
@@ -25,7 +25,7 @@ fn target() -> tempfile::TempDir {
     d
 }
 
-fn aa_virt(args: &[&str], root: &Path) -> (bool, String) {
+pub(crate) fn aa_virt(args: &[&str], root: &Path) -> (bool, String) {
     aa_virt_env(args, root, &[])
 }
 
@@ -45,7 +45,7 @@ fn aa_virt_env(args: &[&str], root: &Path, env: &[(&str, &str)]) -> (bool, Strin
     (o.status.success(), text)
 }
 
-fn install(root: &Path, bin: &str) -> String {
+pub(crate) fn install(root: &Path, bin: &str) -> String {
     let (ok, out) = aa_virt(&["install", "--bin", bin], root);
     assert!(ok, "install failed:\n{out}");
     out

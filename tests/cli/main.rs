@@ -8,5 +8,6 @@ mod boot_load;
 mod canary;
 mod denials;
 mod install;
+mod install_packaged;
 mod list;
 mod reload;
