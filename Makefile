@@ -49,8 +49,15 @@ itest-image:
 
 # Man pages and completions generated from the command line definition.
 docs: build
+	$(MAKE) --no-print-directory docs-files
+
+# The same from an already built binary, no cargo run (integration-vms
+# builds the .deb of its upgrade case this way, from the binary under test).
+AA_VIRT_DOCS_BIN ?= target/release/aa-virt
+.PHONY: docs-files
+docs-files:
 	rm -rf target/docs
-	target/release/aa-virt gen-docs target/docs >/dev/null
+	$(AA_VIRT_DOCS_BIN) gen-docs target/docs >/dev/null
 	gzip -9n target/docs/man/*.1 target/docs/man/*.5
 	mkdir -p target/docs/systemd
 	sed 's|@AA_VIRT@|/usr/bin/aa-virt|' packaging/systemd/aa-virt-load.service >target/docs/systemd/aa-virt-load.service

@@ -45,6 +45,21 @@ fi
 [ -x "$bin" ] || { say "no aa-virt binary at $bin"; exit 1; }
 t_cargo=$(date +%s)
 
+# 1b. What the day-two cases (75 package upgrade, 76 canary) need in the
+# share: aa-virt's .deb as version N and N+1, Debian 13's and 12's
+# apparmor_parser, Debian 13's features (share-extras.sh; about 3 s). Made
+# once, only when one of those cases runs; a failure fails those cases.
+extras=
+for c in "$here"/suite/cases/7[56]-*.sh; do
+    n=$(basename "$c" .sh)
+    if [ -z "${AA_VIRT_ITEST_ONLY:-}" ] || [[ $n =~ $AA_VIRT_ITEST_ONLY ]]; then
+        extras=$(mktemp -d "${TMPDIR:-/tmp}/aa-virt-itest-extras.XXXXXX")
+        "$here/share-extras.sh" "$bin" "$extras" >&2 || say "share-extras.sh failed: cases 75 and 76 will fail"
+        break
+    fi
+done
+t_extras=$(date +%s)
+
 
 releases=${AA_VIRT_ITEST_DEBIAN:-12 13}
 for r in $releases; do
@@ -62,6 +77,7 @@ keep=${AA_VIRT_ITEST_KEEP:-0}
 works=()
 cleanup() {
     local w
+    [ -z "$extras" ] || rm -rf "$extras"
     for w in "${works[@]}"; do
         if [ "$keep" = 1 ] || [ -e "$w/.keep" ]; then say "work dir kept: $w"; else rm -rf "$w"; fi
     done
@@ -94,6 +110,7 @@ run_release() {
     for d in templates libvirt-hooks lxc-hooks; do
         [ -d "$repo/$d" ] && cp -a "$repo/$d" "$share/$d"
     done
+    [ -z "$extras" ] || cp -a "$extras/." "$share/"
     {
         printf 'AA_ITEST_DEBIAN=%q\n' "$release"
         [ -n "${AA_VIRT_ITEST_ONLY:-}" ] && printf 'AA_ITEST_ONLY=%q\n' "$AA_VIRT_ITEST_ONLY"
@@ -176,7 +193,7 @@ for r in $releases; do
     [ "$R_OK" = 1 ] || all_ok=0
     lines+=("Debian $r: $R_PASSED passed, $R_FAILED failed ($R_TIMES)")
 done
-say "timings: cargo $((t_cargo - t_start))s, total $(($(date +%s) - t_start))s"
+say "timings: cargo $((t_cargo - t_start))s, share extras $((t_extras - t_cargo))s, total $(($(date +%s) - t_start))s"
 for l in "${lines[@]}"; do echo "$l"; done
 echo "$total_passed passed, $total_failed failed"
 [ "$all_ok" = 1 ] && [ "$total_failed" = 0 ]
