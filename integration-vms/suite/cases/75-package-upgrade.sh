@@ -14,6 +14,7 @@
 # allowance, local/ and the configuration are all still there. The
 # container's policy includes nothing the package ships, so it is not stale.
 
+. "$SUITE_DIR/busybox-container.sh"
 DEBS=$SHARE/debs
 NAME=aavt-upgrade
 UUID=7d3c2b1a-0f9e-4d8c-b7a6-958473625140
@@ -83,13 +84,7 @@ assert_eq "kernel: the local/ rule is in force" local "$(in_guest cat "$LOCAL" 2
 assert_denied "kernel: N's policy has no rule for the probe" in_guest cat "$PROBE"
 
 lp=/srv/aavtupg.$$
-mkdir -p "$lp"
-on_exit rm -rf "$lp"
-lxc-create -P "$lp" -t busybox -n c1 >/dev/null 2>&1 || fail "lxc-create c1"
-sed -i -e '/^lxc\.net\.0\./d' "$lp/c1/config"
-echo 'lxc.net.0.type = empty' >> "$lp/c1/config"
-on_exit lxc-destroy -P "$lp" -f -n c1
-on_exit lxc-stop -P "$lp" -k -n c1
+busybox_container "$lp" c1
 assert_ok "aa-virt lxc enable c1 (the packaged hooks)" aa-virt lxc enable -P "$lp" c1
 assert_ok "lxc-start c1" lxc-start -P "$lp" -n c1 -d
 wait_for 30 sh -c "lxc-info -P '$lp' -n c1 -s -H | grep -qx RUNNING"

@@ -20,6 +20,7 @@
 # Debian 12 was found that 4.1 rejects: 4.1 accepted every 3.0.8 rule
 # tried, so the failing direction is this one.)
 
+. "$SUITE_DIR/busybox-container.sh"
 NAME=aavt-canary
 UUID=3c9a2e71-5b4d-4a8f-9e06-d1c2b3a49587
 PROFILE=libvirt-$UUID
@@ -47,13 +48,7 @@ on_exit virsh undefine "$NAME"
 assert_ok "virsh define" virsh define "$CASE_TMP/dom.xml"
 
 lp=/srv/aavtcanary.$$
-mkdir -p "$lp"
-on_exit rm -rf "$lp"
-lxc-create -P "$lp" -t busybox -n c1 >/dev/null 2>&1 || fail "lxc-create c1"
-sed -i -e '/^lxc\.net\.0\./d' "$lp/c1/config"
-echo 'lxc.net.0.type = empty' >> "$lp/c1/config"
-on_exit lxc-destroy -P "$lp" -f -n c1
-on_exit lxc-stop -P "$lp" -k -n c1
+busybox_container "$lp" c1
 assert_ok "aa-virt lxc enable c1" "$AA_VIRT" lxc enable -P "$lp" c1 --inline
 assert_ok "lxc-start c1 (renders and loads its profile)" lxc-start -P "$lp" -n c1 -d
 wait_for 30 sh -c "lxc-info -P '$lp' -n c1 -s -H | grep -qx RUNNING"
