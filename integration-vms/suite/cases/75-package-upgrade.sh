@@ -54,6 +54,8 @@ on_exit rm -f "$PROBE" "$ALLOWED" "$LOCAL" "/etc/apparmor.d/local/$PROFILE" "/et
 on_exit dpkg --purge aa-virt
 assert_ok "dpkg -i version N" dpkg -i "$DEBS/aa-virt-old.deb"
 assert_eq "dpkg: version N is installed" "$v_old" "$(installed)"
+assert_contains "systemd already knows the package's drop-in (postinst's daemon-reload)" \
+    "$(systemctl show -p Wants --value libvirtd.service)" aa-virt-load.service
 assert_ok "aa-virt install --mode helper (the packaged binary)" aa-virt install --mode helper
 note "install: $(printf '%s' "$LAST_OUT" | tr '\n' ';')"
 # One copy of the boot unit and the daemons' drop-ins: the package's.
