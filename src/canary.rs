@@ -7,6 +7,14 @@
 //! guest would then fail to start), and the rule classes the new feature
 //! set starts to mediate (a new ABI), with each guest's rules of that
 //! class: a guest without one is denied what the class covers.
+//!
+//! The kernel enforces a class on a profile only when the profile's own
+//! ABI has it too: a profile that pins `abi <abi/3.0>,` keeps user
+//! namespaces and io_uring unmediated on a kernel that has them (proven in
+//! the Debian 13 VM, integration-vms case 70). So a class is new for a
+//! guest when the new feature set and the guest's pinned ABI both have it
+//! and the current feature set (with that ABI) did not; a profile without
+//! an `abi` line is taken to follow the kernel.
 
 use std::path::PathBuf;
 
@@ -65,7 +73,10 @@ pub struct GuestCheck {
     pub ok: bool,
     /// The parser's message when it did not.
     pub error: Option<String>,
-    /// Per newly mediated class, this guest's rules of that class.
+    /// The ABI its policy pins (`abi/3.0`), when it has an `abi` line.
+    pub abi: Option<String>,
+    /// Per class newly mediated for this guest (the new feature set and its
+    /// ABI both have it), this guest's rules of that class.
     pub new_mediation: Vec<ClassRules>,
 }
 
@@ -113,6 +124,46 @@ fn host_features() -> PathBuf {
     }
 }
 
+/// The ABI file a policy pins: the first `abi <abi/X>,` (or `abi "…",`)
+/// statement of `text`, as written.
+pub fn pinned_abi(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("abi")?;
+        let rest = rest.trim_start();
+        let (open, close) = match rest.chars().next()? {
+            '<' => ('<', '>'),
+            '"' => ('"', '"'),
+            _ => return None,
+        };
+        let inner = rest.strip_prefix(open)?;
+        let end = inner.find(close)?;
+        inner[end + 1..]
+            .trim_start()
+            .starts_with(',')
+            .then(|| inner[..end].to_string())
+    })
+}
+
+/// The classes of `newly` that apply to a guest pinning `abi` (found in
+/// the parser's include directories, then its base): those its ABI has.
+/// An ABI file that cannot be found or read limits nothing.
+fn applicable(newly: &[&'static str], abi: Option<&str>, p: &Parser) -> Vec<&'static str> {
+    let pinned = abi.and_then(|rel| {
+        p.includes
+            .iter()
+            .cloned()
+            .chain([p.base_dir()])
+            .map(|d| d.join(rel))
+            .find(|f| f.is_file())
+            .and_then(|f| Abi::read(&f).ok())
+    });
+    newly
+        .iter()
+        .copied()
+        .filter(|c| pinned.as_ref().is_none_or(|a| a.mediates(c)))
+        .collect()
+}
+
 fn read_abi(path: &std::path::Path) -> Result<Abi, CanaryError> {
     Abi::read(path).map_err(|source| CanaryError::Features {
         path: path.to_path_buf(),
@@ -147,13 +198,14 @@ pub fn check(opts: &CheckOptions) -> Result<CheckReport, CanaryError> {
             ),
             Err(e) => return Err(e.into()),
         };
+        let abi = pinned_abi(&std::fs::read_to_string(&t.path).unwrap_or_default());
         let text = if newly.is_empty() {
             String::new()
         } else {
             p.preprocess(&t.path).unwrap_or_default()
         };
-        let new_mediation = newly
-            .iter()
+        let new_mediation = applicable(&newly, abi.as_deref(), &p)
+            .into_iter()
             .map(|c| ClassRules {
                 class: c,
                 rules: abi::rules_of(&text, c)
@@ -169,6 +221,7 @@ pub fn check(opts: &CheckOptions) -> Result<CheckReport, CanaryError> {
             path: t.path.display().to_string(),
             ok,
             error,
+            abi,
             new_mediation,
         });
     }
@@ -218,6 +271,21 @@ pub fn text(r: &CheckReport) -> String {
             r.newly_mediated.join(", ")
         ));
         for g in &r.guests {
+            let spared: Vec<&str> = r
+                .newly_mediated
+                .iter()
+                .filter(|c| !g.new_mediation.iter().any(|m| m.class == **c))
+                .copied()
+                .collect();
+            if !spared.is_empty() {
+                o.push_str(&format!(
+                    "  {} ({}): its policy pins {}: {} stay unmediated for it\n",
+                    g.guest,
+                    g.kind,
+                    g.abi.as_deref().unwrap_or("another ABI"),
+                    spared.join(", ")
+                ));
+            }
             for c in &g.new_mediation {
                 if c.rules.is_empty() {
                     o.push_str(&format!(
@@ -243,4 +311,43 @@ pub fn text(r: &CheckReport) -> String {
         r.guests.len()
     ));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pinned_abi_is_the_first_abi_statement() {
+        let t = "# abi <abi/9.9>, in a comment\nabi <abi/3.0>,\n#include <tunables/global>\n";
+        assert_eq!(pinned_abi(t).as_deref(), Some("abi/3.0"));
+        assert_eq!(
+            pinned_abi("  abi \"/x/abi 4\" ,\n").as_deref(),
+            Some("/x/abi 4")
+        );
+        assert_eq!(pinned_abi("profile x {\n  /abi r,\n}\n"), None);
+        assert_eq!(
+            pinned_abi("abi <abi/3.0>\n"),
+            None,
+            "no comma: not a statement"
+        );
+    }
+
+    #[test]
+    fn a_pinned_abi_limits_the_new_classes_and_a_missing_one_does_not() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("abi")).unwrap();
+        // abi/3.0 as Debian 12 ships it has af_unix, not userns or io_uring.
+        std::fs::write(
+            d.path().join("abi/3.0"),
+            "network {af_unix {yes\n}\n}\nnamespaces {profile {yes\n}\n}\n",
+        )
+        .unwrap();
+        let mut p = Parser::new();
+        p.includes = vec![d.path().to_path_buf()];
+        let newly = ["userns", "io_uring", "unix"];
+        assert_eq!(applicable(&newly, Some("abi/3.0"), &p), ["unix"]);
+        assert_eq!(applicable(&newly, None, &p), newly);
+        assert_eq!(applicable(&newly, Some("abi/nonexistent"), &p), newly);
+    }
 }

@@ -115,6 +115,12 @@ fn every_guest_compiles_and_a_broken_one_is_named() {
 #[test]
 fn a_new_abi_is_reported_per_guest() {
     let (k, root) = setup();
+    // Guest b's admin took the abi line out of its profile: it follows the
+    // kernel. Guest test pins abi/3.0, as aa-virt renders it on Debian 12.
+    let b_prof = Layout::under(root.path()).profile_path(B);
+    let pinned = std::fs::read_to_string(&b_prof).unwrap();
+    assert!(pinned.contains("abi <abi/3.0>,\n"), "{pinned}");
+    std::fs::write(&b_prof, pinned.replace("abi <abi/3.0>,\n", "")).unwrap();
     let (new, old) = (fixture("features-abi4"), fixture("features-debian12"));
     let abi4 = ["--features", &new, "--current-features", &old];
     let o = check(&k, root.path(), &[&abi4[..], &["--json"]].concat());
@@ -124,16 +130,27 @@ fn a_new_abi_is_reported_per_guest() {
         v["newly_mediated"],
         serde_json::json!(["userns", "io_uring", "unix"])
     );
+    let classes = |g: &Value| -> Vec<String> {
+        g["new_mediation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["class"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Without an abi line: every new class. A QEMU guest has no userns
+    // rule: the new kernel would deny it.
+    let b = guest(&v, B);
+    assert_eq!(b["abi"], Value::Null);
+    assert_eq!(classes(b), ["userns", "io_uring", "unix"]);
+    assert_eq!(b["new_mediation"][0]["rules"], serde_json::json!([]));
+    // Pinned to abi/3.0 (which has af_unix, not userns or io_uring): the
+    // kernel leaves userns and io_uring unmediated for it; its unix rules
+    // (the abstraction's, with libvirt's daemons) now count.
     let t = guest(&v, "test");
-    let classes: Vec<&str> = t["new_mediation"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["class"].as_str().unwrap())
-        .collect();
-    assert_eq!(classes, ["userns", "io_uring", "unix"]);
-    // A QEMU guest has no userns rule: the new kernel would deny it.
-    assert_eq!(t["new_mediation"][0]["rules"], serde_json::json!([]));
+    assert_eq!(t["abi"], "abi/3.0");
+    assert_eq!(classes(t), ["unix"]);
+    assert_ne!(t["new_mediation"][0]["rules"], serde_json::json!([]));
 
     let o = check(&k, root.path(), &abi4);
     let out = text(&o.stdout);
@@ -142,9 +159,18 @@ fn a_new_abi_is_reported_per_guest() {
         "{out}"
     );
     assert!(
-        out.contains("test (qemu): no userns rule: the new kernel would deny it"),
+        out.contains(&format!(
+            "{B} (qemu): no userns rule: the new kernel would deny it"
+        )),
         "{out}"
     );
+    assert!(
+        out.contains(
+            "test (qemu): its policy pins abi/3.0: userns, io_uring stay unmediated for it"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("test (qemu): no userns rule"), "{out}");
 }
 
 #[test]
