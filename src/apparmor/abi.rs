@@ -12,7 +12,17 @@ use std::path::Path;
 /// it. A profile without a rule of a newly mediated class is denied what
 /// that class covers once the new kernel enforces it.
 pub const MEDIATION: &[(&str, &[&str], &str)] = &[
-    ("userns", &["namespaces/userns_create", "userns"], "userns"),
+    (
+        "userns",
+        // Ubuntu's kernels have a file for it; upstream's (Debian 13's
+        // 6.12) list it in namespaces/mask.
+        &[
+            "namespaces/userns_create",
+            "namespaces/mask/userns_create",
+            "userns",
+        ],
+        "userns",
+    ),
     ("io_uring", &["io_uring"], "io_uring"),
     ("mqueue", &["ipc/posix_mqueue", "mqueue"], "mqueue"),
     ("unix", &["network/af_unix", "unix"], "unix"),
@@ -29,7 +39,8 @@ pub const MEDIATION: &[(&str, &[&str], &str)] = &[
 ];
 
 /// A feature set: every key path (`domain/stack`, `network/af_unix`,
-/// `userns`) of the tree, to two levels.
+/// `userns`) of the tree, to two levels, plus each word of a second-level
+/// `mask` as a third (`namespaces/mask/userns_create`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Abi {
     /// The key paths.
@@ -53,12 +64,15 @@ impl Abi {
     /// first two path components.
     pub fn parse(text: &str) -> Abi {
         let mut keys = BTreeSet::new();
-        for leaf in super::feature_set::parse_features_file(text).keys() {
+        for (leaf, value) in super::feature_set::parse_features_file(text) {
             let mut parts = leaf.split('/');
             if let Some(a) = parts.next() {
                 keys.insert(a.to_string());
                 if let Some(b) = parts.next() {
                     keys.insert(format!("{a}/{b}"));
+                    if b == "mask" && parts.next().is_none() {
+                        mask_words(&format!("{a}/{b}/"), &value, &mut keys);
+                    }
                 }
             }
         }
@@ -100,9 +114,21 @@ fn walk(
         keys.insert(key.clone());
         if depth == 0 && e.file_type()?.is_dir() {
             walk(&e.path(), &format!("{key}/"), 1, keys)?;
+        } else if depth == 1 && name == "mask" && e.file_type()?.is_file() {
+            mask_words(
+                &format!("{key}/"),
+                &std::fs::read_to_string(e.path())?,
+                keys,
+            );
         }
     }
     Ok(())
+}
+
+fn mask_words(prefix: &str, value: &str, keys: &mut BTreeSet<String>) {
+    for w in value.split_whitespace() {
+        keys.insert(format!("{prefix}{w}"));
+    }
 }
 
 /// The rules of preprocessed policy `text` (every include expanded) that
@@ -156,6 +182,23 @@ mod tests {
         let a = Abi::read(d.path()).unwrap();
         assert!(a.mediates("userns") && a.mediates("unix") && a.mediates("network"));
         assert!(!a.mediates("io_uring"));
+    }
+
+    #[test]
+    fn upstream_kernels_list_userns_in_the_namespaces_mask() {
+        // Debian 13's kernel (6.12) as captured in the VM, and the same
+        // layout as a securityfs directory.
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/canary");
+        let d13 = Abi::read(&fixture.join("features-debian13-kernel")).unwrap();
+        let d12 = Abi::read(&fixture.join("features-debian12")).unwrap();
+        assert!(d13.keys.contains("namespaces/mask/userns_create"));
+        assert_eq!(d13.newly_mediated(&d12), ["userns", "io_uring"]);
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("namespaces")).unwrap();
+        std::fs::write(d.path().join("namespaces/mask"), "userns_create\n").unwrap();
+        assert!(Abi::read(d.path()).unwrap().mediates("userns"));
+        std::fs::write(d.path().join("namespaces/mask"), "\n").unwrap();
+        assert!(!Abi::read(d.path()).unwrap().mediates("userns"));
     }
 
     #[test]
