@@ -304,6 +304,9 @@ fn pre_start(
     let names = ct.names();
     if s.euid != 0 {
         let r = super::user::check_registered(&s.layout, &names, &ct.name, &ct.lxcpath, s.euid)?;
+        if mode == ContainerMode::Stacked {
+            super::user::check_userns_policy(&ct.name, s)?;
+        }
         // The profile list is root's to read; where it is readable, a
         // profile that is not loaded is named here. Where it is not, LXC's
         // own switch to the label fails the start.
@@ -351,7 +354,10 @@ pub fn load_policy(
     let path = s.layout.profile_path(&names);
     let kernel = kernel(s);
     let namespace_created = match mode {
-        ContainerMode::Stacked => kernel.create_namespace(&names.namespace)?,
+        ContainerMode::Stacked => {
+            super::user::close_userns_policy(&ct.name, s)?;
+            kernel.create_namespace(&names.namespace)?
+        }
         ContainerMode::Plain => false,
     };
     let mut txn = Txn::new();
