@@ -23,9 +23,10 @@
 //! container's label. What that label was worth, managing the other
 //! container's policy namespace as root of a user namespace of their own,
 //! the kernel refuses once [`SYSCTL`] is 0: root's steps here and every
-//! root load of a stacked container close it ([`close_userns_policy`]),
-//! and the user's hooks refuse to start while it is open
-//! ([`check_userns_policy`]).
+//! root load of a stacked container close it ([`close_userns_policy`]).
+//! The user's hooks cannot check it (the kernel keeps it root-only); a
+//! reboot reopens it and unloads the user's profile alike, so the user's
+//! start fails until `load-users` has run, which closes it first.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -200,24 +201,6 @@ pub fn close_userns_policy(container: &str, s: &Settings) -> Result<(), LxcError
                 "{e}; refusing to load its policy namespace while root of any user namespace could manage policy in it"
             ),
         }),
-    }
-}
-
-/// The user's hook's check that [`SYSCTL`] is closed (it is readable by
-/// anyone); fails closed, saying what root must do.
-pub fn check_userns_policy(container: &str, s: &Settings) -> Result<(), LxcError> {
-    let refuse = |why: String| {
-        LxcError::Kernel {
-        container: container.to_string(),
-        message: format!(
-            "{why}: another user could manage the policy of this container's namespace; root must run `aa-virt lxc load-users` (it sets {SYSCTL} = 0)"
-        ),
-    }
-    };
-    match userns_policy::read(&s.root) {
-        Ok(state) if state.is_closed() => Ok(()),
-        Ok(_) => Err(refuse(format!("{SYSCTL} is not 0"))),
-        Err(e) => Err(refuse(e.to_string())),
     }
 }
 
