@@ -32,6 +32,9 @@
 #   wait_for TIMEOUT_S CMD...   poll CMD until it succeeds
 #   tiny_domain NAME UUID DISK [FORMAT] [DEVICES] [TOPLEVEL]
 #                           the smallest guest XML (tiny-domain.sh)
+#   hooks_seen LOG          the LXC hook types aa-virt logged to LOG
+#                           ($AA_VIRT_HOOK_LOG), in order, one line
+#   assert_hooks MSG EXPECTED LOG   hooks_seen LOG is EXPECTED
 #   DEBIAN                  the guest's Debian major release (12, 13), from
 #                           its /etc/debian_version; a case that expects
 #                           something else on one release says why in a line
@@ -191,4 +194,14 @@ on_exit() { _ON_EXIT=("$*" "${_ON_EXIT[@]}"); }
 _run_on_exit() {
     local c
     for c in "${_ON_EXIT[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
+}
+
+# --- LXC hook log (aa-virt writes one line per hook to $AA_VIRT_HOOK_LOG,
+# the hook type first) ---------------------------------------------------------
+hooks_seen() { # LOG
+    cut -d' ' -f1 "$1" | tr '\n' ' ' | sed 's/ $//'
+}
+
+assert_hooks() { # MSG EXPECTED LOG
+    assert_eq "$1" "$2" "$(hooks_seen "$3")"
 }

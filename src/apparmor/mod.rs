@@ -13,6 +13,7 @@ pub mod label;
 pub mod load;
 pub mod parser;
 pub mod securityfs;
+pub mod userns_policy;
 
 pub use features::{ContainerMode, Features};
 pub use freshness::{freshness, Freshness};

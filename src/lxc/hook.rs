@@ -351,7 +351,10 @@ pub fn load_policy(
     let path = s.layout.profile_path(&names);
     let kernel = kernel(s);
     let namespace_created = match mode {
-        ContainerMode::Stacked => kernel.create_namespace(&names.namespace)?,
+        ContainerMode::Stacked => {
+            super::user::close_userns_policy(&ct.name, s)?;
+            kernel.create_namespace(&names.namespace)?
+        }
         ContainerMode::Plain => false,
     };
     let mut txn = Txn::new();

@@ -12,12 +12,21 @@
 //! profile again (at boot). Later edits of the user's config never reach
 //! the loaded policy until root enables the container again.
 //!
-//! What enforces the scoping: the kernel lets any unconfined task change to
-//! any loaded profile, so it does not. The user's hooks refuse a start whose
-//! label is not the registered one of this user, container and lxcpath, and
-//! LXC fails the start when the label is not loaded; a user who removes
-//! aa-virt's hooks from their own config can still name another loaded
-//! profile (as `aa-exec -p` can today). See the README for what that gains.
+//! What enforces the scoping, measured in the Debian 12 (6.1) and 13
+//! (6.12) VMs: the user's hooks refuse a start whose label is not the
+//! registered one of this user, container and lxcpath, and LXC fails the
+//! start when the label is not loaded. The kernel itself lets any
+//! unconfined task change to any loaded profile (6.12's
+//! `apparmor_restrict_unprivileged_unconfined` only turns that into a
+//! stack that still lands in the target), so a user who removes aa-virt's
+//! hooks from their own config can still put their tasks under another
+//! container's label. What that label was worth, managing the other
+//! container's policy namespace as root of a user namespace of their own,
+//! the kernel refuses once [`SYSCTL`] is 0: root's steps here and every
+//! root load of a stacked container close it ([`close_userns_policy`]).
+//! The user's hooks cannot check it (the kernel keeps it root-only); a
+//! reboot reopens it and unloads the user's profile alike, so the user's
+//! start fails until `load-users` has run, which closes it first.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -30,6 +39,7 @@ use super::naming::Names;
 use super::profile::Container;
 use super::{config, EditReport, EnableOptions, Layout, LxcError};
 use crate::apparmor::label::processes_where;
+use crate::apparmor::userns_policy::{self, SYSCTL};
 use crate::policy::Templates;
 use crate::store;
 
@@ -121,6 +131,9 @@ pub fn load_users(s: &Settings) -> Vec<(PathBuf, Result<Registration, LxcError>)
                 let k = kernel(s);
                 let stacked =
                     names.mode_of(&r.label) == Some(crate::apparmor::ContainerMode::Stacked);
+                if stacked {
+                    close_userns_policy(&r.container, s)?;
+                }
                 let created = stacked && k.create_namespace(&names.namespace)?;
                 let parser = s.layout.parser(&s.parser);
                 if let Err(source) = k.replace(&parser, &names.profile, &file) {
@@ -167,6 +180,28 @@ pub fn disable_user(names: &Names, s: &Settings) -> Result<(), LxcError> {
     }
     store::remove(&s.layout.profile_path(names))?;
     unregister(&s.layout, names)
+}
+
+/// Close [`SYSCTL`] before `container`'s policy namespace is made or
+/// loaded (root): with it open, any user who puts a task under the
+/// container's label from a user namespace of their own could manage the
+/// policy in that namespace. Fails closed, naming the switch.
+pub fn close_userns_policy(container: &str, s: &Settings) -> Result<(), LxcError> {
+    match userns_policy::close(&s.root) {
+        Ok(true) => {
+            tracing::info!(
+                "container {container}: set {SYSCTL} = 0 (only the host's root manages AppArmor policy namespaces)"
+            );
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(e) => Err(LxcError::Kernel {
+            container: container.to_string(),
+            message: format!(
+                "{e}; refusing to load its policy namespace while root of any user namespace could manage policy in it"
+            ),
+        }),
+    }
 }
 
 /// A user account, from the password database.

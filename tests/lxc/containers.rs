@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use aa_virt::apparmor::fake::FakeTree;
 use aa_virt::apparmor::features::write_fake_features;
+use aa_virt::apparmor::userns_policy;
 use aa_virt::apparmor::{ContainerMode, Parser, Root};
 use aa_virt::lxc::hook::{self, HookEnv, LxcHookOutcome as Outcome, Settings};
 use aa_virt::lxc::{self as lxc, profile, Container, Layout, LxcError};
@@ -348,6 +349,26 @@ fn pre_start_fails_closed_and_leaves_nothing_behind() {
     s.root.create_namespace(&names.namespace).unwrap();
     hook::run(&hook_env("pre-start", "c4", &lp, None), &s, &templates).unwrap_err();
     assert!(s.root.namespace_exists(&names.namespace));
+    s.root.remove_namespace(&names.namespace).unwrap();
+
+    // The userns-policy switch is closed before the namespace is made: one
+    // that cannot be read or set fails the start closed, with no namespace.
+    let knob = userns_policy::path(&s.root);
+    std::fs::create_dir_all(&knob).unwrap();
+    let e = hook::run(&hook_env("pre-start", "c4", &lp, None), &s, &templates).unwrap_err();
+    assert!(matches!(e, LxcError::Kernel { .. }), "{e}");
+    assert!(
+        e.to_string().contains("container c4") && e.to_string().contains(userns_policy::SYSCTL),
+        "{e}"
+    );
+    assert!(!s.root.namespace_exists(&names.namespace));
+    // The kernel's default (1) is closed before the load (which then fails
+    // here, as above).
+    std::fs::remove_dir(&knob).unwrap();
+    std::fs::write(&knob, "1\n").unwrap();
+    let e = hook::run(&hook_env("pre-start", "c4", &lp, None), &s, &templates).unwrap_err();
+    assert!(matches!(e, LxcError::Parser { .. }), "{e}");
+    assert_eq!(std::fs::read_to_string(&knob).unwrap(), "0\n");
 }
 
 #[test]

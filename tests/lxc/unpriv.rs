@@ -14,6 +14,7 @@ use std::process::{Command, Output};
 
 use aa_virt::apparmor::fake::FakeTree;
 use aa_virt::apparmor::features::write_fake_features;
+use aa_virt::apparmor::userns_policy;
 use aa_virt::apparmor::{ContainerMode, Parser, Root};
 use aa_virt::lxc::{self as lxc, profile, user, Container};
 use aa_virt::policy::Templates;
@@ -297,12 +298,22 @@ fn a_user_container_is_registered_loaded_and_only_checked_by_its_hooks() {
         out_text(&o)
     );
 
+    // The kernel's default: root of a user namespace may manage policy.
+    let knob = userns_policy::path(&Root::new(&e.sys));
+    std::fs::create_dir_all(knob.parent().unwrap()).unwrap();
+    std::fs::write(&knob, "1\n").unwrap();
     let o = e.enable("c1");
     assert!(o.status.success(), "{}", out_text(&o));
     assert!(
         out_text(&o).contains(&format!("registered to user {USER} and loaded")),
         "{}",
         out_text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&knob).unwrap(),
+        "0\n",
+        "enable --user closes {}",
+        userns_policy::SYSCTL
     );
     let cfg = e.lp.join("c1/config");
     assert_eq!(
@@ -392,6 +403,13 @@ fn a_user_container_is_registered_loaded_and_only_checked_by_its_hooks() {
         "{}",
         out_text(&o)
     );
+
+    // A reboot opens the switch again (and unloads the profile, below);
+    // load-users closes it before it loads anything.
+    std::fs::write(&knob, "1\n").unwrap();
+    let o = e.root(&["lxc", "load-users"]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert_eq!(std::fs::read_to_string(&knob).unwrap(), "0\n");
 
     // A profile that is no longer loaded (a reboot) fails the user's start;
     // root's load-users loads the stored one again.

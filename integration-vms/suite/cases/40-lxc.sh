@@ -49,8 +49,7 @@ assert_match "init carries the stacked label" "$(aa_label "$pid")" \
     "^$(printf '%s' "$prof" | sed 's/[][\.*^$/]/\\&/g')//&:$(printf '%s' "$ns" | sed 's/[][\.*^$/]/\\&/g'):(//)?unconfined \\(enforce\\)\$"
 assert_eq "the host profile is loaded in enforce mode" enforce "$(aa_profile_mode "$prof")"
 assert_exists "the container's policy namespace exists" "$AA_SECFS/policy/namespaces/$ns"
-assert_eq "hooks so far: pre-start then start-host" "pre-start start-host" \
-    "$(cut -d' ' -f1 "$hooklog" | tr '\n' ' ' | sed 's/ $//')"
+assert_hooks "hooks so far: pre-start then start-host" "pre-start start-host" "$hooklog"
 
 att() { lxc-attach -P "$lp" -n $ct -- "$@"; }
 assert_contains "inside, the guest sees itself in a stacked namespace" "$(att cat /sys/kernel/security/apparmor/.ns_stacked 2>&1)" yes
@@ -87,8 +86,7 @@ note "unlabelled uevent_helper write: rc=$LAST_RC ${LAST_OUT:0:120}"
 
 assert_ok "lxc-stop" lxc-stop -P "$lp" -n $ct -k
 wait_for 20 sh -c "grep -q '^post-stop' '$hooklog'"
-assert_eq "hooks in order" "pre-start start-host post-stop" \
-    "$(cut -d' ' -f1 "$hooklog" | tr '\n' ' ' | sed 's/ $//')"
+assert_hooks "hooks in order" "pre-start start-host post-stop" "$hooklog"
 assert_eq "after lxc-stop the namespace is gone" no \
     "$([ -e "$AA_SECFS/policy/namespaces/$ns" ] && echo yes || echo no)"
 assert_eq "after lxc-stop the profile is unloaded" "" "$(aa_profile_mode "$prof")"
