@@ -96,11 +96,7 @@ pub fn entries(cache: &Path, profile: &Path) -> Vec<Entry> {
 
 /// The one cache entry that differs from `before` (written by the parser
 /// run in between), relative to `cache`; `None` when not exactly one did.
-pub fn written_entry(
-    cache: &Path,
-    profile: &Path,
-    before: &[Entry],
-) -> Option<PathBuf> {
+pub fn written_entry(cache: &Path, profile: &Path, before: &[Entry]) -> Option<PathBuf> {
     let mut changed = entries(cache, profile)
         .into_iter()
         .filter(|now| !before.contains(now))

@@ -249,19 +249,23 @@ impl Parser {
     }
 
     /// What identifies the features the parser compiles for: the features
-    /// file it is given, or the running kernel's feature tree.
+    /// file it is given, or the running kernel's feature tree; and any
+    /// features file parser.conf pins (Debian's does, `policy-features=`).
     fn features_id(&self) -> Option<String> {
-        match &self.features {
-            Some(f) => Some(format!(
-                "file:{}",
-                cache::hex_digest(&std::fs::read(f).ok()?)
-            )),
+        let mut id = match &self.features {
+            Some(f) => format!("file:{}", cache::hex_digest(&std::fs::read(f).ok()?)),
             None => {
                 let mut h = Vec::new();
                 feature_tree(Path::new(KERNEL_FEATURES), Path::new(""), &mut h, 0)?;
-                Some(format!("kernel:{}", cache::hex_digest(&h)))
+                format!("kernel:{}", cache::hex_digest(&h))
             }
+        };
+        let conf = std::fs::read_to_string(super::digest::PARSER_CONF).unwrap_or_default();
+        for file in pinned_features(&conf) {
+            let data = std::fs::read(file).unwrap_or_default();
+            id.push_str(&format!("+{}", &cache::hex_digest(&data)[..16]));
         }
+        Some(id)
     }
 
     /// Would [`Parser::replace`] let the parser read the cache for
@@ -378,6 +382,22 @@ impl Parser {
     }
 }
 
+/// The features files a parser.conf names (`policy-features=`,
+/// `kernel-features=`, `features-file=`, with or without dashes).
+fn pinned_features(conf: &str) -> Vec<&str> {
+    conf.lines()
+        .map(|l| l.trim().trim_start_matches('-'))
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            ["policy-features", "kernel-features", "features-file"]
+                .iter()
+                .find_map(|k| l.strip_prefix(k))
+        })
+        .map(|v| v.trim_start_matches(['=', ' ', '\t']).trim())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
 /// Feed the kernel's feature tree below `dir` (names and contents, in
 /// order) into `out`; `None` when it cannot be read whole.
 fn feature_tree(dir: &Path, rel: &Path, out: &mut Vec<u8>, depth: usize) -> Option<()> {
@@ -426,6 +446,12 @@ pub fn summarise(stderr: &str) -> (Option<u32>, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinned_features_files() {
+        let conf = "# policy-features=/no\npolicy-features=/usr/share/f\n--kernel-features /k\nO no-expr\n";
+        assert_eq!(pinned_features(conf), ["/usr/share/f", "/k"]);
+    }
 
     #[test]
     fn summarise_finds_line() {
