@@ -63,10 +63,10 @@ fn preprocess_runs(dir: &Path) -> usize {
         .count()
 }
 
-#[test]
-fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
-    let d = tempfile::tempdir().unwrap();
-    let pol = d.path().join("policy");
+/// A profile `guest` under `dir`/policy including `local/guest`: the
+/// profile's path and the local file's (not created).
+fn guest_profile(dir: &Path) -> (PathBuf, PathBuf) {
+    let pol = dir.join("policy");
     std::fs::create_dir_all(pol.join("local")).unwrap();
     let prof = pol.join("guest");
     std::fs::write(
@@ -74,7 +74,20 @@ fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
         "abi <abi/3.0>,\nprofile guest {\n  /etc/hosts r,\n  include if exists <local/guest>\n}\n",
     )
     .unwrap();
-    let local = pol.join("local/guest");
+    (prof, pol.join("local/guest"))
+}
+
+/// The cache file the record for `guest` names.
+fn recorded_cache_file(dir: &Path) -> PathBuf {
+    let rec = std::fs::read_to_string(dir.join("cache").join(INPUTS_DIR).join("guest")).unwrap();
+    let rel = rec.lines().nth(1).unwrap().rsplit(' ').next().unwrap();
+    dir.join("cache").join(rel)
+}
+
+#[test]
+fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
+    let d = tempfile::tempdir().unwrap();
+    let (prof, local) = guest_profile(d.path());
     std::fs::write(&local, "  /srv/probe r,\n").unwrap();
     let p = recording_parser(d.path());
 
@@ -142,31 +155,11 @@ fn direct_world(dir: &Path) -> (SystemKernel, Parser, PathBuf) {
 #[test]
 fn unchanged_inputs_load_the_cached_policy_without_the_parser() {
     let d = tempfile::tempdir().unwrap();
-    let pol = d.path().join("policy");
-    std::fs::create_dir_all(pol.join("local")).unwrap();
-    let prof = pol.join("guest");
-    std::fs::write(
-        &prof,
-        "abi <abi/3.0>,\nprofile guest {\n  /etc/hosts r,\n  include if exists <local/guest>\n}\n",
-    )
-    .unwrap();
-    let local = pol.join("local/guest");
+    let (prof, local) = guest_profile(d.path());
     let (k, p, fs) = direct_world(d.path());
     let runs = || cache_reads(d.path()).len();
     let replaced = || std::fs::read(fs.join(".replace")).unwrap();
-    let cached = || {
-        let rec = std::fs::read_to_string(d.path().join("cache").join(INPUTS_DIR).join("guest"));
-        let rel = rec
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .to_string();
-        std::fs::read(d.path().join("cache").join(rel)).unwrap()
-    };
+    let cached = || std::fs::read(recorded_cache_file(d.path())).unwrap();
 
     let first = k.replace(&p, "guest", &prof).unwrap();
     assert_eq!(first, p.inputs_digest(&prof), "the load returns its digest");
@@ -188,17 +181,7 @@ fn unchanged_inputs_load_the_cached_policy_without_the_parser() {
     assert!(replaced().is_empty());
 
     // A cache file changed behind aa-virt's back is never loaded.
-    let rec = std::fs::read_to_string(d.path().join("cache").join(INPUTS_DIR).join("guest"));
-    let rel = rec
-        .unwrap()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_string();
-    std::fs::write(d.path().join("cache").join(&rel), b"not that policy").unwrap();
+    std::fs::write(recorded_cache_file(d.path()), b"not that policy").unwrap();
     k.replace(&p, "guest", &prof).unwrap();
     assert_eq!(runs(), 4);
     assert!(replaced().is_empty());
