@@ -110,8 +110,10 @@ impl Kernel for SystemKernel {
     /// When the cache holds the policy compiled from exactly these inputs
     /// for this kernel ([`Parser::cached_policy`]), it is written to the
     /// kernel directly, as the parser would on a cache hit, without
-    /// starting the parser; otherwise, or when the kernel refuses it, the
-    /// parser loads (and compiles when needed).
+    /// starting the parser. Otherwise, or when the kernel refuses it, the
+    /// parser compiles afresh and loads (and its new cache entry is
+    /// recorded); a kernel without `set_load` is always loaded by the
+    /// parser, which may read its cache.
     fn replace(
         &self,
         parser: &Parser,
@@ -136,14 +138,15 @@ impl Kernel for SystemKernel {
                         tracing::debug!("{name}: loaded the cached policy, inputs unchanged");
                         return Ok(digest);
                     }
-                    Err(e) => {
-                        tracing::debug!(
-                            "{name}: the kernel refused the cached policy ({e}); compiling"
-                        );
-                        read_cache = false;
-                    }
+                    Err(e) => tracing::debug!(
+                        "{name}: the kernel refused the cached policy ({e}); compiling"
+                    ),
                 }
             }
+            // Compile afresh: a refused policy is never loaded again, and
+            // the parser's new cache entry gets recorded (a record from an
+            // older aa-virt names none), so the next load is direct.
+            read_cache = false;
         }
         parser.replace_digested(profile, digest.as_deref(), read_cache)?;
         Ok(digest)

@@ -189,12 +189,24 @@ fn unchanged_inputs_load_the_cached_policy_without_the_parser() {
     assert_eq!(runs(), 4, "the parser's new entry is recorded and used");
     assert_eq!(replaced(), cached());
 
+    // A record that names no cache file (an older aa-virt wrote it): the
+    // parser compiles once, and the load after is direct.
+    let rec = d.path().join("cache").join(INPUTS_DIR).join("guest");
+    let digest = std::fs::read_to_string(&rec).unwrap();
+    std::fs::write(&rec, digest.lines().next().unwrap()).unwrap();
+    std::fs::write(fs.join(".replace"), "").unwrap();
+    k.replace(&p, "guest", &prof).unwrap();
+    assert_eq!((runs(), cache_reads(d.path())[4]), (5, false));
+    k.replace(&p, "guest", &prof).unwrap();
+    assert_eq!(runs(), 5);
+    assert_eq!(replaced(), cached());
+
     // A kernel that refuses the write: the parser compiles afresh.
     std::fs::remove_file(fs.join(".replace")).unwrap();
     std::fs::create_dir(fs.join(".replace")).unwrap();
     k.replace(&p, "guest", &prof).unwrap();
     assert_eq!(cache_reads(d.path()).last(), Some(&false));
-    assert_eq!(runs(), 5);
+    assert_eq!(runs(), 6);
     // A kernel without set_load: the parser loads (reading its cache).
     std::fs::remove_dir(fs.join(".replace")).unwrap();
     std::fs::write(fs.join(".replace"), "").unwrap();
