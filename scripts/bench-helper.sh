@@ -165,11 +165,13 @@ refrun() { # ARGS...: the reference
 }
 ours_files=$w/root/etc/apparmor.d/libvirt
 ref_files=$w/apparmor.d/libvirt
-# A cold start: no files, nothing loaded, and no compiled policy cached
-# (identical inputs would otherwise load from the cache, see the restart).
+# A cold start: no files, nothing loaded, and no compiled policy of this
+# guest cached (identical inputs would otherwise load from the cache, see
+# the restart); the cache directory itself stays, as on a host that has
+# started guests before.
 reset_ours() {
     rm -f "$ours_files/$name" "$ours_files/$name.files"; : >"$aafs/profiles"
-    rm -rf "$w/root/var/cache/aa-virt/apparmor"; mkdir -p "$w/root/var/cache/aa-virt/apparmor"
+    rm -f "$w/root/var/cache/aa-virt/apparmor"/*/"$name"
 }
 reset_ref() { rm -f "$ref_files/$name" "$ref_files/$name.files"; }
 

@@ -56,8 +56,12 @@ note "kernel hash after the parser's load: ${first:-none}"
 assert_ok "helper -R: unloaded (the guest stopped)" helper -R -u "$PROFILE"
 assert_eq "$PROFILE is gone from the kernel" "" "$(aa_profile_mode "$PROFILE")"
 
+note "cache record: $(tr '\n' ';' < "/var/cache/aa-virt/apparmor/aa-virt-inputs/$PROFILE" 2>&1)"
+note "cache: $(cd /var/cache/aa-virt/apparmor && ls -d */* 2>&1 | tr '\n' ' ')"
+note "set_load: $(cat "$AA_SECFS/features/policy/set_load" 2>&1)"
 kernel_log_mark
-assert_ok "helper -r, nothing changed: loads from the cache" helper -r -u "$PROFILE"
+AA_VIRT_LOG=debug assert_ok "helper -r, nothing changed: loads from the cache" helper -r -u "$PROFILE"
+note "helper -r said: $(printf '%s' "$LAST_OUT" | grep -i 'cached\|compil' | tr '\n' ';')"
 assert_eq "the parser did not run for it" 1 "$(runs)"
 assert_eq "$PROFILE is loaded again, enforced" enforce "$(aa_profile_mode "$PROFILE")"
 assert_kernel_log "the kernel logged the load" \
