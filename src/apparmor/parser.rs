@@ -200,6 +200,9 @@ impl Parser {
         let mut stamp = None;
         match &self.cache {
             Some(dir) => {
+                // The parser silently writes no cache into a directory
+                // that does not exist (a host's first load).
+                let _ = std::fs::create_dir_all(dir);
                 c.arg("--write-cache").arg("--cache-loc").arg(dir);
                 let path = cache::record_path(dir, profile);
                 let recorded = std::fs::read_to_string(&path).ok();

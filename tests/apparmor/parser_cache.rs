@@ -36,7 +36,7 @@ fn recording_parser(dir: &Path) -> Parser {
     let mut p = Parser::new();
     p.bin = bin;
     p.includes.push(dir.join("policy"));
-    p.cache = Some(dir.join("cache"));
+    p.cache = Some(dir.join("var/cache"));
     p
 }
 
@@ -79,9 +79,10 @@ fn guest_profile(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// The cache file the record for `guest` names.
 fn recorded_cache_file(dir: &Path) -> PathBuf {
-    let rec = std::fs::read_to_string(dir.join("cache").join(INPUTS_DIR).join("guest")).unwrap();
+    let rec =
+        std::fs::read_to_string(dir.join("var/cache").join(INPUTS_DIR).join("guest")).unwrap();
     let rel = rec.lines().nth(1).unwrap().rsplit(' ').next().unwrap();
-    dir.join("cache").join(rel)
+    dir.join("var/cache").join(rel)
 }
 
 #[test]
@@ -103,7 +104,7 @@ fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
     assert_eq!(preprocess_runs(d.path()), 0);
 
     // A load that fails leaves no record, so the next one compiles.
-    let rec = d.path().join("cache").join(INPUTS_DIR).join("guest");
+    let rec = d.path().join("var/cache").join(INPUTS_DIR).join("guest");
     assert!(rec.exists());
     let mut broken = p.clone();
     broken.bin = "/bin/false".into();
@@ -147,7 +148,7 @@ fn direct_world(dir: &Path) -> (SystemKernel, Parser, PathBuf) {
     p.bin = bin;
     p.features = Some(SHIPPED_FEATURES.into());
     p.includes.push(dir.join("policy"));
-    p.cache = Some(dir.join("cache"));
+    p.cache = Some(dir.join("var/cache"));
     let status = KernelStatus::Available { fs: fs.clone() };
     (SystemKernel::with_status(status, Root::new(dir)), p, fs)
 }
@@ -161,6 +162,9 @@ fn unchanged_inputs_load_the_cached_policy_without_the_parser() {
     let replaced = || std::fs::read(fs.join(".replace")).unwrap();
     let cached = || std::fs::read(recorded_cache_file(d.path())).unwrap();
 
+    // The cache directory and its parent do not exist yet (a host's first
+    // load): they are made, so the parser caches this very first compile.
+    assert!(!d.path().join("var/cache").exists());
     let first = k.replace(&p, "guest", &prof).unwrap();
     assert_eq!(first, p.inputs_digest(&prof), "the load returns its digest");
     assert_eq!(runs(), 1);
@@ -191,7 +195,7 @@ fn unchanged_inputs_load_the_cached_policy_without_the_parser() {
 
     // A record that names no cache file (an older aa-virt wrote it): the
     // parser compiles once, and the load after is direct.
-    let rec = d.path().join("cache").join(INPUTS_DIR).join("guest");
+    let rec = d.path().join("var/cache").join(INPUTS_DIR).join("guest");
     let digest = std::fs::read_to_string(&rec).unwrap();
     std::fs::write(&rec, digest.lines().next().unwrap()).unwrap();
     std::fs::write(fs.join(".replace"), "").unwrap();
