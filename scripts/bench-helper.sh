@@ -63,9 +63,15 @@ disks=${DISKS:-500}
 # --- the world ------------------------------------------------------------
 cp "$real" "$w/apparmor_parser.real"
 # aa-virt: compile only, then record the profile as loaded.
-mkdir -p "$w/sys/sys/module/apparmor/parameters" "$w/sys/sys/kernel/security/apparmor" "$w/root"
+aafs=$w/sys/sys/kernel/security/apparmor
+mkdir -p "$w/sys/sys/module/apparmor/parameters" "$aafs/features/policy" "$w/root"
 echo Y >"$w/sys/sys/module/apparmor/parameters/enabled"
-: >"$w/sys/sys/kernel/security/apparmor/profiles"
+: >"$aafs/profiles"
+# A kernel that takes a policy set in one write: aa-virt writes a cached
+# policy whose inputs are unchanged to .replace itself, as the parser
+# would; here .replace is a plain file that keeps what was written.
+echo yes >"$aafs/features/policy/set_load"
+: >"$aafs/.replace"
 # After the parser, shell builtins only: the stand-in kernel's round trip
 # costs about what a real load's does, not three extra processes.
 cat >"$w/parser-ours" <<EOF
@@ -159,7 +165,14 @@ refrun() { # ARGS...: the reference
 }
 ours_files=$w/root/etc/apparmor.d/libvirt
 ref_files=$w/apparmor.d/libvirt
-reset_ours() { rm -f "$ours_files/$name" "$ours_files/$name.files"; : >"$w/sys/sys/kernel/security/apparmor/profiles"; }
+# A cold start: no files, nothing loaded, and no compiled policy of this
+# guest cached (identical inputs would otherwise load from the cache, see
+# the restart); the cache directory itself stays, as on a host that has
+# started guests before.
+reset_ours() {
+    rm -f "$ours_files/$name" "$ours_files/$name.files"; : >"$aafs/profiles"
+    rm -f "$w/root/var/cache/aa-virt/apparmor"/*/"$name"
+}
 reset_ref() { rm -f "$ref_files/$name" "$ref_files/$name.files"; }
 
 now() { date +%s%N; }
@@ -249,11 +262,13 @@ p=$(median : parser_only)
 row "-r -F one new file, with compile" "$a" "$b" "$p"
 # A restart of an unchanged guest: its files stay, the kernel dropped the
 # profile at stop, the cache is warm; the start re-renders and loads.
-reset_ours; ours -c -u "$name"
-a=$(median ': >"$w/sys/sys/kernel/security/apparmor/profiles"' ours -r -u "$name")
+reset_ours; ours -c -u "$name"; : >"$aafs/.replace"
+a=$(median ': >"$aafs/profiles"' ours -r -u "$name")
 b=$(median : refrun -r -u "$name")
 row "-r restart, unchanged guest, warm cache" "$a" "$b"
 echo "cache hit: restart $a ms / cold -c $cold ms = $(ratio "$a" "$cold")"
+direct=no; [ -s "$aafs/.replace" ] && direct=yes
+echo "(restart: the cached policy was written to .replace without the parser: $direct)"
 guest=many
 a=$(median 'reset_ours' ours -c -u "$name"); b=$(median 'reset_ref' refrun -c -u "$name")
 p=$(median : parser_only)
@@ -264,6 +279,7 @@ if command -v perf >/dev/null && perf stat -e task-clock true >/dev/null 2>&1; t
         p=$(median_cpu : cpu_parser)
         a=$(median_cpu reset_ours cpu_ours -c -u "$name")
         label=typical; [ "$guest" = many ] && label=$disks-disk
+        [ "$guest" = typical ] && cold_cpu=$a
         row "CPU ms: -c $label guest, with compile" "$a" - "$p"
     done
     guest=typical
@@ -272,8 +288,9 @@ if command -v perf >/dev/null && perf stat -e task-clock true >/dev/null 2>&1; t
     a=$(median_cpu 'reset_ours; ours -c -u "$name"' cpu_ours -r -u "$name" -F "$img/hot.img")
     row "CPU ms: -r -F one new file, with compile" "$a" - "$p"
     reset_ours; ours -c -u "$name"
-    a=$(median_cpu ': >"$w/sys/sys/kernel/security/apparmor/profiles"' cpu_ours -r -u "$name")
+    a=$(median_cpu ': >"$aafs/profiles"' cpu_ours -r -u "$name")
     row "CPU ms: -r restart, unchanged, warm cache" "$a" - "$p"
+    echo "cache hit (CPU): restart $a ms / cold -c $cold_cpu ms = $(ratio "$a" "$cold_cpu")"
 else
     echo "(no perf: CPU figures left out)"
 fi

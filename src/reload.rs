@@ -130,8 +130,11 @@ pub fn targets(
     o: &list::ListOptions,
     loaded: Option<&crate::apparmor::securityfs::LoadedProfiles>,
 ) -> Result<(BTreeMap<String, Target>, list::ListReport), ListError> {
+    // The guests only: whether their policy is stale is not asked here
+    // (it would cost one include walk per running guest).
     let report = list::list(&list::ListOptions {
         log: list::LogChoice::Off,
+        staleness: false,
         ..o.clone()
     })?;
     let mut out = BTreeMap::new();

@@ -150,9 +150,9 @@ impl Walker {
         if self.seen.len() > MAX_FILES {
             return None;
         }
-        let there = std::fs::metadata(path).is_ok();
-        self.seen.insert(path.to_path_buf(), there);
-        match std::fs::metadata(path) {
+        let meta = std::fs::metadata(path);
+        self.seen.insert(path.to_path_buf(), meta.is_ok());
+        match meta {
             Err(_) => {
                 self.feed(b"absent", path.as_os_str().as_encoded_bytes());
                 Some(false)

@@ -176,7 +176,12 @@ impl Kernel for FakeKernel {
         self.system.profile_mode(name)
     }
 
-    fn replace(&self, parser: &Parser, name: &str, profile: &Path) -> Result<(), ParserError> {
+    fn replace(
+        &self,
+        parser: &Parser,
+        name: &str,
+        profile: &Path,
+    ) -> Result<Option<String>, ParserError> {
         let cache = match &parser.cache {
             Some(c) => format!(" --cache-loc {}", c.display()),
             None => String::new(),
@@ -204,7 +209,12 @@ impl Kernel for FakeKernel {
             other => other,
         })?;
         self.mark_loaded(name, profile)
-            .map_err(|e| rejected(format!("fake kernel: {e}")))
+            .map_err(|e| rejected(format!("fake kernel: {e}")))?;
+        // What it was compiled from, as the system kernel's load returns.
+        Ok(parser
+            .cache
+            .as_ref()
+            .and_then(|_| parser.inputs_digest(profile)))
     }
 
     fn remove_profile(&self, name: &str) -> std::io::Result<bool> {

@@ -71,22 +71,20 @@ fn render(inputs: &str, kernel: Option<&str>) -> String {
     format!("inputs {inputs}\nkernel {}\n", kernel.unwrap_or("-"))
 }
 
-/// Record that `profile` was just loaded as `name` (call after a
-/// successful load). Best effort: without a record the profile shows as
-/// stale until its next load, never as current.
-pub fn record_load(kernel: &dyn Kernel, parser: &Parser, name: &str, profile: &Path) {
+/// Record that profile `name` was just loaded from inputs with digest
+/// `inputs` (what [`Kernel::replace`] returned; call after a successful
+/// load). Best effort, and not synced to disk: without a record the
+/// profile shows as stale until its next load, never as current.
+pub fn record_load(kernel: &dyn Kernel, parser: &Parser, name: &str, inputs: Option<&str>) {
     let Some(path) = record_path(parser, name) else {
         return;
     };
     let _ = std::fs::remove_file(&path);
-    let Some(inputs) = parser.inputs_digest(profile) else {
+    let Some(inputs) = inputs else {
         return;
     };
     let hash = kernel.policy_hash(name).ok().flatten();
-    if let Some(d) = path.parent() {
-        let _ = std::fs::create_dir_all(d);
-    }
-    let _ = crate::store::write_atomic(&path, render(&inputs, hash.as_deref()).as_bytes(), 0o644);
+    super::cache::write_record(&path, &render(inputs, hash.as_deref()));
 }
 
 /// Compare loaded profile `name` with `profile` on disk as `parser` (with

@@ -23,8 +23,15 @@ pub trait Kernel: std::fmt::Debug {
     /// not there).
     fn profile_mode(&self, name: &str) -> std::io::Result<Option<String>>;
     /// Load or replace profile `name`, compiled by `parser` from the file
-    /// `profile`.
-    fn replace(&self, parser: &Parser, name: &str, profile: &Path) -> Result<(), ParserError>;
+    /// `profile`. Returns the digest of the inputs it was compiled from
+    /// ([`Parser::inputs_digest`], computed once per load), `None` when
+    /// the parser has no cache or the digest cannot be computed.
+    fn replace(
+        &self,
+        parser: &Parser,
+        name: &str,
+        profile: &Path,
+    ) -> Result<Option<String>, ParserError>;
     /// Unload profile `name`; `false` when it was not loaded.
     fn remove_profile(&self, name: &str) -> std::io::Result<bool>;
     /// Make policy namespace `ns`; `false` when it was already there.
@@ -100,8 +107,49 @@ impl Kernel for SystemKernel {
         }
     }
 
-    fn replace(&self, parser: &Parser, _name: &str, profile: &Path) -> Result<(), ParserError> {
-        parser.replace(profile)
+    /// When the cache holds the policy compiled from exactly these inputs
+    /// for this kernel ([`Parser::cached_policy`]), it is written to the
+    /// kernel directly, as the parser would on a cache hit, without
+    /// starting the parser. Otherwise, or when the kernel refuses it, the
+    /// parser compiles afresh and loads (and its new cache entry is
+    /// recorded); a kernel without `set_load` is always loaded by the
+    /// parser, which may read its cache.
+    fn replace(
+        &self,
+        parser: &Parser,
+        name: &str,
+        profile: &Path,
+    ) -> Result<Option<String>, ParserError> {
+        let digest = parser
+            .cache
+            .as_ref()
+            .and_then(|_| parser.inputs_digest(profile));
+        let mut read_cache = true;
+        // Only a kernel that takes a whole policy set in one write
+        // (`set_load`) is written to directly, as the parser does.
+        let direct = self
+            .fs
+            .as_deref()
+            .filter(|fs| fs.join("features/policy/set_load").exists());
+        if let (Some(fs), Some(d)) = (direct, digest.as_deref()) {
+            if let Some(policy) = parser.cached_policy(profile, d) {
+                match load_policy(fs, &policy) {
+                    Ok(()) => {
+                        tracing::debug!("{name}: loaded the cached policy, inputs unchanged");
+                        return Ok(digest);
+                    }
+                    Err(e) => tracing::debug!(
+                        "{name}: the kernel refused the cached policy ({e}); compiling"
+                    ),
+                }
+            }
+            // Compile afresh: a refused policy is never loaded again, and
+            // the parser's new cache entry gets recorded (a record from an
+            // older aa-virt names none), so the next load is direct.
+            read_cache = false;
+        }
+        parser.replace_digested(profile, digest.as_deref(), read_cache)?;
+        Ok(digest)
     }
 
     fn remove_profile(&self, name: &str) -> std::io::Result<bool> {
@@ -147,6 +195,23 @@ fn profile_mode(fs: &Path, name: &str) -> std::io::Result<Option<String>> {
         let (n, mode) = split_mode(l)?;
         (n == name).then(|| mode.as_str().to_string())
     }))
+}
+
+/// Load or replace compiled policy `policy` through securityfs `.replace`
+/// in one write, as `apparmor_parser` writes a cached policy to a kernel
+/// with `set_load`.
+fn load_policy(fs: &Path, policy: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fs.join(".replace"))?;
+    match f.write(policy)? {
+        n if n == policy.len() => Ok(()),
+        n => Err(std::io::Error::other(format!(
+            "short write ({n} of {} bytes)",
+            policy.len()
+        ))),
+    }
 }
 
 /// Unload a profile by name through securityfs `.remove`. A profile that

@@ -92,8 +92,8 @@ pub fn install_profile(
         }
     };
     if load {
-        kernel.replace(parser, name, profile)?;
-        super::freshness::record_load(kernel, parser, name, profile);
+        let inputs = kernel.replace(parser, name, profile)?;
+        super::freshness::record_load(kernel, parser, name, inputs.as_deref());
     }
     Ok(ProfileInstalled {
         written,

@@ -2,6 +2,7 @@
 //! detection, and labels.
 
 pub mod abi;
+pub mod cache;
 pub mod digest;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;

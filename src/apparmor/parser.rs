@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::cache;
+
 /// Where Debian's `apparmor` package ships a features file for hosts whose
 /// kernel has no AppArmor (used for compile-only checks).
 pub const SHIPPED_FEATURES: &str = "/usr/share/apparmor-features/features";
@@ -17,9 +19,7 @@ pub const SHIPPED_FEATURES: &str = "/usr/share/apparmor-features/features";
 /// about 40% less for a typical guest and 25% less with 2,000 disk rules.
 pub const COMPILE_FLAGS: &[&str] = &["-O", "no-expr-simplify"];
 
-/// Directory inside the cache where aa-virt records what each cached
-/// profile was compiled from (see [`Parser::replace`]).
-pub const INPUTS_DIR: &str = "aa-virt-inputs";
+pub use super::cache::INPUTS_DIR;
 
 /// The parser's default base directory: includes, and the policy ABI files
 /// (`abi/3.0`, `abi/4.0`) that an `abi <abi/X>,` line names.
@@ -163,39 +163,60 @@ impl Parser {
         self.run("check", c, first)
     }
 
-    /// Load or replace `profile` in the kernel, writing the cache.
+    /// Load or replace `profile` in the kernel, writing the cache. Returns
+    /// the digest of the inputs it was compiled from (see
+    /// [`Parser::replace_digested`]), `None` without a cache.
+    pub fn replace(&self, profile: &Path) -> Result<Option<String>, ParserError> {
+        let digest = self
+            .cache
+            .as_ref()
+            .and_then(|_| self.inputs_digest(profile));
+        self.replace_digested(profile, digest.as_deref(), true)?;
+        Ok(digest)
+    }
+
+    /// Load or replace `profile`, whose inputs digest
+    /// ([`Parser::inputs_digest`]) the caller computed as `digest`.
     ///
     /// apparmor_parser reuses a cache entry that is newer than every file
     /// the profile includes. It cannot notice an `include if exists` file
     /// that was deleted (an admin taking a rule out of `local/`), and would
     /// load the stale policy with the rule still in it. So aa-virt keeps,
-    /// beside the cache, a digest of everything the profile is compiled
-    /// from (its text and every include, computed by aa-virt itself, or by
-    /// `apparmor_parser --preprocess` for what that walk does not model)
-    /// and lets the parser read
-    /// the cache only when that digest is the one recorded at the last
-    /// successful load; otherwise it compiles afresh (and rewrites the
-    /// cache). A crash between the two leaves no record, which only costs
-    /// a compile.
-    pub fn replace(&self, profile: &Path) -> Result<(), ParserError> {
+    /// beside the cache, a record of the digest of everything the profile
+    /// is compiled from (its text and every include) and lets the parser
+    /// read the cache only when `read_cache` allows it and that digest is
+    /// the one recorded at the last successful load; otherwise it compiles
+    /// afresh (and rewrites the cache). The record also names the cache
+    /// file the parser wrote, for [`Parser::cached_policy`]. A crash
+    /// between the two leaves no record, which only costs a compile.
+    pub fn replace_digested(
+        &self,
+        profile: &Path,
+        digest: Option<&str>,
+        read_cache: bool,
+    ) -> Result<(), ParserError> {
         let mut c = self.command();
         c.arg("--replace").args(COMPILE_FLAGS);
         let mut stamp = None;
         match &self.cache {
             Some(dir) => {
+                // The parser silently writes no cache into a directory
+                // that does not exist (a host's first load).
+                let _ = std::fs::create_dir_all(dir);
                 c.arg("--write-cache").arg("--cache-loc").arg(dir);
-                let path = dir
-                    .join(INPUTS_DIR)
-                    .join(profile.file_name().unwrap_or_default());
-                let digest = self.inputs_digest(profile);
+                let path = cache::record_path(dir, profile);
                 let recorded = std::fs::read_to_string(&path).ok();
-                if digest.is_none() || recorded != digest {
+                let current = recorded
+                    .as_deref()
+                    .is_some_and(|r| Some(cache::recorded_inputs(r)) == digest);
+                if !read_cache || !current {
                     c.arg("--skip-read-cache");
                 }
                 // Forget the old record first: it must never outlive a
                 // cache entry written for other inputs.
                 let _ = std::fs::remove_file(&path);
-                stamp = digest.map(|d| (path, d));
+                let before = cache::entries(dir, profile);
+                stamp = digest.map(|d| (dir, path, d, before));
             }
             None => {
                 c.arg("--skip-cache");
@@ -203,14 +224,51 @@ impl Parser {
         }
         c.arg(profile);
         self.run("replace", c, profile)?;
-        if let Some((path, digest)) = stamp {
+        if let Some((dir, path, digest, before)) = stamp {
             // Best effort: without the record the next load compiles.
-            if let Some(d) = path.parent() {
-                let _ = std::fs::create_dir_all(d);
+            let mut record = format!("{digest}\n");
+            let written = cache::written_entry(dir, profile, &before);
+            let line = written
+                .zip(self.features_id())
+                .and_then(|(rel, features)| cache::policy_line(dir, &rel, &features));
+            if let Some(line) = line {
+                record.push_str(&line);
+                record.push('\n');
             }
-            let _ = crate::store::write_atomic(&path, digest.as_bytes(), 0o644);
+            cache::write_record(&path, &record);
         }
         Ok(())
+    }
+
+    /// The compiled policy in the cache for `profile`, when the record
+    /// says it was compiled from inputs with digest `digest`, for the
+    /// features the parser compiles for now, and the file is unchanged
+    /// since: what the parser would load from its cache, to be written to
+    /// the kernel directly. `None` whenever that is not certain.
+    pub fn cached_policy(&self, profile: &Path, digest: &str) -> Option<Vec<u8>> {
+        let dir = self.cache.as_ref()?;
+        let record = std::fs::read_to_string(cache::record_path(dir, profile)).ok()?;
+        cache::cached_policy(dir, &record, digest, &self.features_id()?)
+    }
+
+    /// What identifies the features the parser compiles for: the features
+    /// file it is given, or the running kernel's feature tree; and any
+    /// features file parser.conf pins (Debian's does, `policy-features=`).
+    fn features_id(&self) -> Option<String> {
+        let mut id = match &self.features {
+            Some(f) => format!("file:{}", cache::hex_digest(&std::fs::read(f).ok()?)),
+            None => {
+                let mut h = Vec::new();
+                feature_tree(Path::new(KERNEL_FEATURES), Path::new(""), &mut h, 0)?;
+                format!("kernel:{}", cache::hex_digest(&h))
+            }
+        };
+        let conf = std::fs::read_to_string(super::digest::PARSER_CONF).unwrap_or_default();
+        for file in pinned_features(&conf) {
+            let data = std::fs::read(file).unwrap_or_default();
+            id.push_str(&format!("+{}", &cache::hex_digest(&data)[..16]));
+        }
+        Some(id)
     }
 
     /// Would [`Parser::replace`] let the parser read the cache for
@@ -220,11 +278,11 @@ impl Parser {
         let Some(dir) = &self.cache else {
             return false;
         };
-        let path = dir
-            .join(INPUTS_DIR)
-            .join(profile.file_name().unwrap_or_default());
-        match (std::fs::read_to_string(path), self.inputs_digest(profile)) {
-            (Ok(recorded), Some(now)) => recorded == now,
+        match (
+            std::fs::read_to_string(cache::record_path(dir, profile)),
+            self.inputs_digest(profile),
+        ) {
+            (Ok(recorded), Some(now)) => cache::recorded_inputs(&recorded) == now,
             _ => false,
         }
     }
@@ -327,6 +385,49 @@ impl Parser {
     }
 }
 
+/// The features files a parser.conf names (`policy-features=`,
+/// `kernel-features=`, `features-file=`, with or without dashes).
+fn pinned_features(conf: &str) -> Vec<&str> {
+    conf.lines()
+        .map(|l| l.trim().trim_start_matches('-'))
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            ["policy-features", "kernel-features", "features-file"]
+                .iter()
+                .find_map(|k| l.strip_prefix(k))
+        })
+        .map(|v| v.trim_start_matches(['=', ' ', '\t']).trim())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// Feed the kernel's feature tree below `dir` (names and contents, in
+/// order) into `out`; `None` when it cannot be read whole.
+fn feature_tree(dir: &Path, rel: &Path, out: &mut Vec<u8>, depth: usize) -> Option<()> {
+    if depth > 8 {
+        return None;
+    }
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    names.sort();
+    for n in names {
+        let (path, rel) = (dir.join(&n), rel.join(&n));
+        out.extend_from_slice(rel.as_os_str().as_encoded_bytes());
+        out.push(0);
+        if std::fs::metadata(&path).ok()?.is_dir() {
+            feature_tree(&path, &rel, out, depth + 1)?;
+        } else {
+            let data = std::fs::read(&path).ok()?;
+            out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            out.extend_from_slice(&data);
+        }
+    }
+    Some(())
+}
+
 /// Pull the line number and the useful message out of the parser's stderr.
 ///
 /// The parser writes e.g. `AppArmor parser error for /x in profile /y at
@@ -348,6 +449,12 @@ pub fn summarise(stderr: &str) -> (Option<u32>, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinned_features_files() {
+        let conf = "# policy-features=/no\npolicy-features=/usr/share/f\n--kernel-features /k\nO no-expr\n";
+        assert_eq!(pinned_features(conf), ["/usr/share/f", "/k"]);
+    }
 
     #[test]
     fn summarise_finds_line() {

@@ -374,6 +374,7 @@ mod tests {
             lxc_layout: crate::lxc::Layout::under(root),
             log: LogChoice::Off,
             parser: crate::apparmor::Parser::new(),
+            staleness: true,
         };
         let kernel = KernelFacts::read(&opts.root);
         let summary = denials::Summary::default();

@@ -79,6 +79,10 @@ pub struct ListOptions {
     /// The parser loads use (its cache is set per layout): how the policy
     /// on disk compiles, to tell a stale loaded profile.
     pub parser: crate::apparmor::Parser,
+    /// Tell whether each loaded profile is stale ([`GuestRow::stale`]):
+    /// one walk of its includes per running guest. Callers that only need
+    /// the guests (`reload`, `check`) turn it off.
+    pub staleness: bool,
 }
 
 impl ListOptions {
@@ -109,6 +113,7 @@ impl ListOptions {
             lxc_layout: crate::lxc::Layout::default(),
             log: LogChoice::Auto,
             parser: crate::apparmor::Parser::new(),
+            staleness: true,
         }
     }
 }

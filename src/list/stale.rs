@@ -49,9 +49,10 @@ pub fn profile_source(opts: &ListOptions, g: &GuestRow, base: &Parser) -> Option
 /// Fill in [`GuestRow::policy`] and [`GuestRow::stale`] for every guest
 /// whose aa-virt profile is loaded here, comparing with what the options'
 /// parser compiles from disk. A stale guest also gets a problem line.
+/// Nothing when [`ListOptions::staleness`] is off.
 pub fn assess(opts: &ListOptions, report: &mut ListReport) {
     let base = &opts.parser;
-    if !report.apparmor.available {
+    if !opts.staleness || !report.apparmor.available {
         return;
     }
     let kernel = apparmor::select(SystemKernel::at(opts.root.clone()));
@@ -82,5 +83,70 @@ impl ListReport {
     /// Guests whose loaded policy is not the policy on disk.
     pub fn stale(&self) -> impl Iterator<Item = &GuestRow> {
         self.guests.iter().filter(|g| g.stale == Some(true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apparmor::fake::FakeTree;
+    use crate::apparmor::Root;
+    use crate::libvirt::profile::Layout;
+    use crate::list::{AppArmorInfo, DenialInfo, LogChoice, SCHEMA_VERSION};
+
+    #[test]
+    fn staleness_only_when_asked() {
+        let d = tempfile::tempdir().unwrap();
+        let prof = "libvirt-00000000-0000-4000-8000-000000000001";
+        FakeTree::new(d.path())
+            .unwrap()
+            .load(prof, "enforce")
+            .unwrap();
+        let layout = Layout::under(d.path());
+        std::fs::create_dir_all(layout.libvirt_dir()).unwrap();
+        std::fs::write(layout.profile_path(prof), "profile x {}\n").unwrap();
+        let files = format!("{}\n", crate::policy::files::FILES_HEADER);
+        std::fs::write(layout.files_path(prof), files).unwrap();
+        let mut opts = ListOptions {
+            uris: vec![],
+            default_uris: false,
+            lxcpaths: vec![],
+            root: Root::new(d.path()),
+            layout,
+            lxc_layout: crate::lxc::Layout::under(d.path()),
+            log: LogChoice::Off,
+            parser: Parser::new(),
+            staleness: false,
+        };
+        let mut g = GuestRow::new(
+            "vm",
+            GuestKind::Qemu,
+            "qemu:///system".into(),
+            "running",
+            true,
+        );
+        g.profile = Some(prof.into());
+        g.loaded = Some(true);
+        let mut report = ListReport {
+            schema_version: SCHEMA_VERSION,
+            apparmor: AppArmorInfo {
+                available: true,
+                reason: None,
+                profiles_loaded: Some(1),
+                ns_stacked: None,
+            },
+            denials: DenialInfo {
+                source: None,
+                note: None,
+            },
+            sources: vec![],
+            guests: vec![g],
+        };
+        assess(&opts, &mut report);
+        assert_eq!(report.guests[0].stale, None, "not asked: no include walk");
+        opts.staleness = true;
+        assess(&opts, &mut report);
+        // Loaded, but with no record of aa-virt loading it.
+        assert_eq!(report.guests[0].stale, Some(true));
     }
 }

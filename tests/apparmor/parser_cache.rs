@@ -11,10 +11,10 @@
 //! integration-vms/suite/cases/20-libvirt-hook.sh.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use aa_virt::apparmor::parser::INPUTS_DIR;
-use aa_virt::apparmor::Parser;
+use aa_virt::apparmor::parser::{INPUTS_DIR, SHIPPED_FEATURES};
+use aa_virt::apparmor::{Kernel, KernelStatus, Parser, Root, SystemKernel};
 
 /// A parser that preprocesses with the real one (noting each run in
 /// `preprocess.log`) and records every load.
@@ -36,7 +36,7 @@ fn recording_parser(dir: &Path) -> Parser {
     let mut p = Parser::new();
     p.bin = bin;
     p.includes.push(dir.join("policy"));
-    p.cache = Some(dir.join("cache"));
+    p.cache = Some(dir.join("var/cache"));
     p
 }
 
@@ -63,10 +63,10 @@ fn preprocess_runs(dir: &Path) -> usize {
         .count()
 }
 
-#[test]
-fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
-    let d = tempfile::tempdir().unwrap();
-    let pol = d.path().join("policy");
+/// A profile `guest` under `dir`/policy including `local/guest`: the
+/// profile's path and the local file's (not created).
+fn guest_profile(dir: &Path) -> (PathBuf, PathBuf) {
+    let pol = dir.join("policy");
     std::fs::create_dir_all(pol.join("local")).unwrap();
     let prof = pol.join("guest");
     std::fs::write(
@@ -74,7 +74,21 @@ fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
         "abi <abi/3.0>,\nprofile guest {\n  /etc/hosts r,\n  include if exists <local/guest>\n}\n",
     )
     .unwrap();
-    let local = pol.join("local/guest");
+    (prof, pol.join("local/guest"))
+}
+
+/// The cache file the record for `guest` names.
+fn recorded_cache_file(dir: &Path) -> PathBuf {
+    let rec =
+        std::fs::read_to_string(dir.join("var/cache").join(INPUTS_DIR).join("guest")).unwrap();
+    let rel = rec.lines().nth(1).unwrap().rsplit(' ').next().unwrap();
+    dir.join("var/cache").join(rel)
+}
+
+#[test]
+fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
+    let d = tempfile::tempdir().unwrap();
+    let (prof, local) = guest_profile(d.path());
     std::fs::write(&local, "  /srv/probe r,\n").unwrap();
     let p = recording_parser(d.path());
 
@@ -90,7 +104,7 @@ fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
     assert_eq!(preprocess_runs(d.path()), 0);
 
     // A load that fails leaves no record, so the next one compiles.
-    let rec = d.path().join("cache").join(INPUTS_DIR).join("guest");
+    let rec = d.path().join("var/cache").join(INPUTS_DIR).join("guest");
     assert!(rec.exists());
     let mut broken = p.clone();
     broken.bin = "/bin/false".into();
@@ -107,4 +121,101 @@ fn the_cache_is_read_only_for_the_inputs_it_was_written_for() {
     assert_eq!(&reads[reads.len() - 2..], [false, false]);
     // Its own walk gave up on the missing include and asked the parser.
     assert!(preprocess_runs(d.path()) >= 2);
+}
+
+/// A stand-in kernel for the direct load: a securityfs directory whose
+/// `.replace` is a plain file (what is written to it stays there), and a
+/// parser that compiles for real (compile only, Debian's features file),
+/// writes the cache and notes each run.
+fn direct_world(dir: &Path) -> (SystemKernel, Parser, PathBuf) {
+    let fs = dir.join("securityfs");
+    std::fs::create_dir_all(fs.join("features/policy")).unwrap();
+    std::fs::write(fs.join("features/policy/set_load"), "yes\n").unwrap();
+    std::fs::write(fs.join("profiles"), "").unwrap();
+    std::fs::write(fs.join(".replace"), "").unwrap();
+    let bin = dir.join("apparmor_parser");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' --skip-kernel-load --features-file {SHIPPED_FEATURES} \"$@\"\n",
+            dir.join("loads.log").display(),
+            Parser::new().bin.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut p = Parser::new();
+    p.bin = bin;
+    p.features = Some(SHIPPED_FEATURES.into());
+    p.includes.push(dir.join("policy"));
+    p.cache = Some(dir.join("var/cache"));
+    let status = KernelStatus::Available { fs: fs.clone() };
+    (SystemKernel::with_status(status, Root::new(dir)), p, fs)
+}
+
+#[test]
+fn unchanged_inputs_load_the_cached_policy_without_the_parser() {
+    let d = tempfile::tempdir().unwrap();
+    let (prof, local) = guest_profile(d.path());
+    let (k, p, fs) = direct_world(d.path());
+    let runs = || cache_reads(d.path()).len();
+    let replaced = || std::fs::read(fs.join(".replace")).unwrap();
+    let cached = || std::fs::read(recorded_cache_file(d.path())).unwrap();
+
+    // The cache directory and its parent do not exist yet (a host's first
+    // load): they are made, so the parser caches this very first compile.
+    assert!(!d.path().join("var/cache").exists());
+    let first = k.replace(&p, "guest", &prof).unwrap();
+    assert_eq!(first, p.inputs_digest(&prof), "the load returns its digest");
+    assert_eq!(runs(), 1);
+    assert!(replaced().is_empty(), "the parser loaded it");
+    // Unchanged: the cached policy goes to the kernel, no parser.
+    assert_eq!(k.replace(&p, "guest", &prof).unwrap(), first);
+    assert_eq!(runs(), 1);
+    assert!(!replaced().is_empty());
+    assert_eq!(replaced(), cached());
+
+    // A local/ rule added, then taken out again: compiled each time.
+    std::fs::write(fs.join(".replace"), "").unwrap();
+    std::fs::write(&local, "  /srv/probe r,\n").unwrap();
+    k.replace(&p, "guest", &prof).unwrap();
+    std::fs::remove_file(&local).unwrap();
+    k.replace(&p, "guest", &prof).unwrap();
+    assert_eq!(cache_reads(d.path()), [false, false, false]);
+    assert!(replaced().is_empty());
+
+    // A cache file changed behind aa-virt's back is never loaded.
+    std::fs::write(recorded_cache_file(d.path()), b"not that policy").unwrap();
+    k.replace(&p, "guest", &prof).unwrap();
+    assert_eq!(runs(), 4);
+    assert!(replaced().is_empty());
+    k.replace(&p, "guest", &prof).unwrap();
+    assert_eq!(runs(), 4, "the parser's new entry is recorded and used");
+    assert_eq!(replaced(), cached());
+
+    // A record that names no cache file (an older aa-virt wrote it): the
+    // parser compiles once, and the load after is direct.
+    let rec = d.path().join("var/cache").join(INPUTS_DIR).join("guest");
+    let digest = std::fs::read_to_string(&rec).unwrap();
+    std::fs::write(&rec, digest.lines().next().unwrap()).unwrap();
+    std::fs::write(fs.join(".replace"), "").unwrap();
+    k.replace(&p, "guest", &prof).unwrap();
+    assert_eq!((runs(), cache_reads(d.path())[4]), (5, false));
+    k.replace(&p, "guest", &prof).unwrap();
+    assert_eq!(runs(), 5);
+    assert_eq!(replaced(), cached());
+
+    // A kernel that refuses the write: the parser compiles afresh.
+    std::fs::remove_file(fs.join(".replace")).unwrap();
+    std::fs::create_dir(fs.join(".replace")).unwrap();
+    k.replace(&p, "guest", &prof).unwrap();
+    assert_eq!(cache_reads(d.path()).last(), Some(&false));
+    assert_eq!(runs(), 6);
+    // A kernel without set_load: the parser loads (reading its cache).
+    std::fs::remove_dir(fs.join(".replace")).unwrap();
+    std::fs::write(fs.join(".replace"), "").unwrap();
+    std::fs::remove_file(fs.join("features/policy/set_load")).unwrap();
+    k.replace(&p, "guest", &prof).unwrap();
+    assert_eq!(cache_reads(d.path()).last(), Some(&true));
+    assert!(replaced().is_empty());
 }
