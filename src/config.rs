@@ -27,6 +27,22 @@ pub enum FailMode {
     Open,
 }
 
+/// What aa-virt does with the kernel's
+/// `kernel.unprivileged_userns_apparmor_policy` switch before it loads a
+/// stacked container's policy namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UsernsPolicySwitch {
+    /// Set it to 0 (refusing to load the namespace when that fails): only
+    /// the host's root manages policy namespaces.
+    #[default]
+    Close,
+    /// Leave it as it is, for hosts where other software loads policy from
+    /// inside user namespaces. Each load warns; user containers are refused,
+    /// since their isolation depends on it.
+    Keep,
+}
+
 /// The configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -58,6 +74,9 @@ pub struct Config {
     /// source tree's `templates/`).
     #[serde(deserialize_with = "opt_abs_path")]
     pub templates: Option<PathBuf>,
+    /// `kernel.unprivileged_userns_apparmor_policy` before a stacked LXC
+    /// container's namespace is loaded: "close" (default) or "keep".
+    pub lxc_userns_policy: UsernsPolicySwitch,
 }
 
 impl Default for Config {
@@ -71,6 +90,7 @@ impl Default for Config {
             apparmor_parser: None,
             securityfs: None,
             templates: None,
+            lxc_userns_policy: UsernsPolicySwitch::Close,
         }
     }
 }

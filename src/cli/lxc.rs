@@ -136,7 +136,7 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
             };
             let t = templates(templates_dir)?;
             let r = match &account {
-                Some(a) => user::enable_user(a, &e.name, &opts, &settings(false), &t)?,
+                Some(a) => user::enable_user(a, &e.name, &opts, &root_settings()?, &t)?,
                 None => lxc::enable(&e.name, &opts, &root, &t, &Parser::new())?,
             };
             for w in &r.warnings {
@@ -159,7 +159,7 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
             Ok(EXIT_OK)
         }
         LxcCommand::Disable(d) => {
-            let s = settings(false);
+            let s = root_settings()?;
             let ct = lxc::Container::open(&d.name, &d.lxcpath)?;
             let names = ct.names();
             if user::registration(&s.layout, &names)?.is_some() {
@@ -206,7 +206,7 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
         }
         LxcCommand::LoadUsers => {
             let mut rc = EXIT_OK;
-            for (path, res) in user::load_users(&settings(false)) {
+            for (path, res) in user::load_users(&root_settings()?) {
                 match res {
                     Ok(r) => println!("{} (user {}): loaded {}", r.container, r.user, r.label),
                     Err(e) => {
@@ -220,8 +220,16 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
     }
 }
 
-/// The hooks' and the root commands' settings, from the environment.
-fn settings(allow_unconfined: bool) -> Settings {
+/// The root commands' settings: the environment and the configuration
+/// file (a file that does not parse is an error, as in the hooks).
+fn root_settings() -> Result<Settings, CliError> {
+    let cfg = aa_virt::config::Config::load(&aa_virt::config::Config::default_path())?;
+    Ok(settings(false, &cfg))
+}
+
+/// The hooks' and the root commands' settings, from the environment and
+/// the configuration.
+fn settings(allow_unconfined: bool, cfg: &aa_virt::config::Config) -> Settings {
     Settings {
         root: Root::from_env(SYSROOT_ENV),
         layout: Layout::from_env(),
@@ -230,6 +238,7 @@ fn settings(allow_unconfined: bool) -> Settings {
         allow_incomplete: env_flag(ALLOW_INCOMPLETE_ENV),
         settle: Duration::from_secs(10),
         euid: user::effective_uid(),
+        userns_policy: cfg.lxc_userns_policy,
     }
 }
 
@@ -288,8 +297,10 @@ pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32
             )
         }
     };
-    let settings =
-        settings(env_flag(ALLOW_UNCONFINED_ENV) || cfg.fail == aa_virt::config::FailMode::Open);
+    let settings = settings(
+        env_flag(ALLOW_UNCONFINED_ENV) || cfg.fail == aa_virt::config::FailMode::Open,
+        &cfg,
+    );
     match hook::run(&env, &settings, &templates) {
         Ok(out) => {
             if let hook::LxcHookOutcome::Unconfined(why) = &out {

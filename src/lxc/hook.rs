@@ -143,6 +143,9 @@ pub struct Settings {
     /// uid runs a user container, whose policy root registered and loaded
     /// ([`super::user`]), so its hooks only check.
     pub euid: u32,
+    /// What to do with `kernel.unprivileged_userns_apparmor_policy` before
+    /// a stacked namespace is loaded (the config's `lxc_userns_policy`).
+    pub userns_policy: crate::config::UsernsPolicySwitch,
 }
 
 /// What a hook run did, for the log.

@@ -40,6 +40,7 @@ use super::profile::Container;
 use super::{config, EditReport, EnableOptions, Layout, LxcError};
 use crate::apparmor::label::processes_where;
 use crate::apparmor::userns_policy::{self, SYSCTL};
+use crate::config::UsernsPolicySwitch;
 use crate::policy::Templates;
 use crate::store;
 
@@ -62,6 +63,7 @@ pub fn enable_user(
     s: &Settings,
     templates: &Templates,
 ) -> Result<EditReport, LxcError> {
+    require_closed_switch(name, s)?;
     let ct = Container::open(name, &opts.lxcpath)?;
     check_owner(name, &ct.config, user)?;
     let base = ct.with_text(&config::disable_text(&config::read_text(&ct.config)?))?;
@@ -107,6 +109,20 @@ pub fn enable_user(
     Ok(report)
 }
 
+/// User containers need [`SYSCTL`] closed: refuse them where the
+/// configuration keeps it.
+fn require_closed_switch(container: &str, s: &Settings) -> Result<(), LxcError> {
+    if s.userns_policy == UsernsPolicySwitch::Keep {
+        return Err(LxcError::Kernel {
+            container: container.to_string(),
+            message: format!(
+                "user containers need {SYSCTL} = 0, and the configuration says lxc_userns_policy = \"keep\""
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Load every registered user container's stored profile and make its
 /// namespace (root, at boot): nothing is rendered, so the loaded policy is
 /// what root enabled. One result per registration file.
@@ -115,6 +131,7 @@ pub fn load_users(s: &Settings) -> Vec<(PathBuf, Result<Registration, LxcError>)
         .into_iter()
         .map(|(path, r)| {
             let res = r.and_then(|r| {
+                require_closed_switch(&r.container, s)?;
                 let names = Names::derive(&r.container, &r.lxcpath);
                 if names.profile != r.profile || names.namespace != r.namespace {
                     return Err(LxcError::Hook(format!(
@@ -185,8 +202,16 @@ pub fn disable_user(names: &Names, s: &Settings) -> Result<(), LxcError> {
 /// Close [`SYSCTL`] before `container`'s policy namespace is made or
 /// loaded (root): with it open, any user who puts a task under the
 /// container's label from a user namespace of their own could manage the
-/// policy in that namespace. Fails closed, naming the switch.
+/// policy in that namespace. Fails closed, naming the switch. Where the
+/// configuration says `lxc_userns_policy = "keep"`, the switch is left
+/// alone with a warning.
 pub fn close_userns_policy(container: &str, s: &Settings) -> Result<(), LxcError> {
+    if s.userns_policy == UsernsPolicySwitch::Keep {
+        tracing::warn!(
+            "container {container}: {SYSCTL} left as it is (lxc_userns_policy = \"keep\"): where it is 1, any local user can manage the policy in this container's namespace"
+        );
+        return Ok(());
+    }
     match userns_policy::close(&s.root) {
         Ok(true) => {
             tracing::info!(

@@ -313,6 +313,7 @@ fn fake_host() -> (tempfile::TempDir, Settings) {
         allow_incomplete: false,
         settle: Duration::from_millis(0),
         euid: 0,
+        userns_policy: aa_virt::config::UsernsPolicySwitch::Close,
     };
     (d, s)
 }
@@ -369,6 +370,16 @@ fn pre_start_fails_closed_and_leaves_nothing_behind() {
     let e = hook::run(&hook_env("pre-start", "c4", &lp, None), &s, &templates).unwrap_err();
     assert!(matches!(e, LxcError::Parser { .. }), "{e}");
     assert_eq!(std::fs::read_to_string(&knob).unwrap(), "0\n");
+    // `lxc_userns_policy = "keep"` leaves the switch as it is and goes on
+    // to the load.
+    std::fs::write(&knob, "1\n").unwrap();
+    let keep = Settings {
+        userns_policy: aa_virt::config::UsernsPolicySwitch::Keep,
+        ..s
+    };
+    let e = hook::run(&hook_env("pre-start", "c4", &lp, None), &keep, &templates).unwrap_err();
+    assert!(matches!(e, LxcError::Parser { .. }), "{e}");
+    assert_eq!(std::fs::read_to_string(&knob).unwrap(), "1\n");
 }
 
 #[test]

@@ -302,6 +302,21 @@ fn a_user_container_is_registered_loaded_and_only_checked_by_its_hooks() {
     let knob = userns_policy::path(&Root::new(&e.sys));
     std::fs::create_dir_all(knob.parent().unwrap()).unwrap();
     std::fs::write(&knob, "1\n").unwrap();
+    // A host that keeps the switch open (another manager's containers load
+    // policy from user namespaces) gets no user containers: they depend on it.
+    let keep = e.state.join("absent.toml");
+    std::fs::write(&keep, "lxc_userns_policy = \"keep\"\n").unwrap();
+    let o = e.enable("c1");
+    assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
+    assert!(
+        out_text(&o).contains("container c1")
+            && out_text(&o).contains("lxc_userns_policy = \"keep\""),
+        "{}",
+        out_text(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&knob).unwrap(), "1\n");
+    assert!(user::registration(&layout, &names).unwrap().is_none());
+    std::fs::remove_file(&keep).unwrap();
     let o = e.enable("c1");
     assert!(o.status.success(), "{}", out_text(&o));
     assert!(
