@@ -32,6 +32,10 @@
 #   wait_for TIMEOUT_S CMD...   poll CMD until it succeeds
 #   tiny_domain NAME UUID DISK [FORMAT] [DEVICES] [TOPLEVEL]
 #                           the smallest guest XML (tiny-domain.sh)
+#   reboot_after_case       when this case ends, reboot the guest; the suite
+#                           goes on with the next case in the next boot
+#   rebooted_after CASE     true when this boot began with the reboot CASE
+#                           asked for (AA_ITEST_BOOT: 1, 2, ... this boot)
 #   DEBIAN                  the guest's Debian major release (12, 13), from
 #                           its /etc/debian_version; a case that expects
 #                           something else on one release says why in a line
@@ -192,3 +196,7 @@ _run_on_exit() {
     local c
     for c in "${_ON_EXIT[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
 }
+
+# Reboots (run-suite.sh does them, between cases).
+reboot_after_case() { : > "$AA_ITEST_REBOOT_REQUEST"; note "reboot requested: the suite goes on after a reboot"; }
+rebooted_after() { [ "${AA_ITEST_REBOOTED_AFTER:-}" = "$1" ]; }
