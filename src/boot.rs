@@ -9,12 +9,12 @@
 //! an upgrade every cache is stale, and a boot must not wait for hundreds
 //! of compiles one after the other.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::apparmor::{install_profile, Kernel, LoadError, LoadWhen, Parser};
+use crate::apparmor::{freshness, install_profile, Kernel, LoadError, LoadWhen, Parser};
 use crate::libvirt::naming;
 use crate::libvirt::profile::Layout;
 use crate::store::{self, Txn};
@@ -51,6 +51,19 @@ pub fn load_all(
     jobs: usize,
 ) -> Vec<Loaded> {
     let parser = layout.parser(base);
+    // Where the parser's compiled policy for this kernel is: a current
+    // cache entry is handed to the kernel as it is, no parser run.
+    let blobs = parser.kernel_cache_dir();
+    load_each(layout, &parser, blobs.as_deref(), kernel, jobs)
+}
+
+fn load_each(
+    layout: &Layout,
+    parser: &Parser,
+    blobs: Option<&Path>,
+    kernel: &(dyn Kernel + Sync),
+    jobs: usize,
+) -> Vec<Loaded> {
     let mut names: Vec<String> = std::fs::read_dir(layout.libvirt_dir())
         .into_iter()
         .flatten()
@@ -65,7 +78,7 @@ pub fn load_all(
         let Some(profile) = names.get(i) else { break };
         let path = layout.profile_path(profile);
         let start = Instant::now();
-        let result = load_one(layout, &parser, kernel, profile, &path);
+        let result = load_one(layout, parser, blobs, kernel, profile, &path);
         let done = Loaded {
             profile: profile.clone(),
             path,
@@ -94,9 +107,10 @@ pub fn default_jobs() -> usize {
 fn load_one(
     layout: &Layout,
     parser: &Parser,
+    blobs: Option<&Path>,
     kernel: &dyn Kernel,
     profile: &str,
-    path: &std::path::Path,
+    path: &Path,
 ) -> Result<Source, LoadError> {
     let _lock = store::lock(&layout.lock_dir, profile)?;
     let source = if parser.cache_is_current(path) {
@@ -104,6 +118,10 @@ fn load_one(
     } else {
         Source::Compiled
     };
+    if source == Source::Cache && blobs.is_some_and(|d| load_blob(parser, d, kernel, profile, path))
+    {
+        return Ok(source);
+    }
     let mut txn = Txn::new();
     install_profile(
         kernel,
@@ -116,6 +134,28 @@ fn load_one(
     )?;
     txn.commit();
     Ok(source)
+}
+
+/// Hand the parser's cache entry for `path` (current: aa-virt's record of
+/// what it was compiled from matches the files) to the kernel. `false`
+/// when that cannot be done, or the kernel does not list the profile
+/// afterwards: the caller then loads through the parser.
+fn load_blob(parser: &Parser, dir: &Path, kernel: &dyn Kernel, profile: &str, path: &Path) -> bool {
+    let Some(blob) = path
+        .file_name()
+        .and_then(|f| std::fs::read(dir.join(f)).ok())
+    else {
+        return false;
+    };
+    if let Err(e) = kernel.replace_binary(profile, &blob) {
+        tracing::debug!("{profile}: cache entry not loaded as it is ({e}); running the parser");
+        return false;
+    }
+    if !matches!(kernel.profile_mode(profile), Ok(Some(_))) {
+        return false;
+    }
+    freshness::record_load(kernel, parser, profile, path);
+    true
 }
 
 #[cfg(test)]
@@ -174,5 +214,118 @@ mod tests {
         .unwrap();
         let done = load_all(&layout, &Parser::new(), &k, 1);
         assert!(matches!(done[0].result, Ok(Source::Compiled)));
+    }
+
+    /// A kernel that takes policy blobs (or refuses them), in front of the
+    /// fake one.
+    #[derive(Debug)]
+    struct BlobKernel {
+        inner: FakeKernel,
+        refuse: bool,
+        got: Mutex<Vec<(String, Vec<u8>)>>,
+    }
+
+    impl Kernel for BlobKernel {
+        fn status(&self) -> &crate::apparmor::KernelStatus {
+            self.inner.status()
+        }
+        fn profile_mode(&self, name: &str) -> std::io::Result<Option<String>> {
+            self.inner.profile_mode(name)
+        }
+        fn replace(
+            &self,
+            parser: &Parser,
+            name: &str,
+            profile: &Path,
+        ) -> Result<(), crate::apparmor::ParserError> {
+            self.inner.replace(parser, name, profile)
+        }
+        fn replace_binary(&self, name: &str, blob: &[u8]) -> std::io::Result<()> {
+            if self.refuse {
+                return Err(std::io::Error::other("refused"));
+            }
+            self.got.lock().unwrap().push((name.into(), blob.to_vec()));
+            Ok(())
+        }
+        fn remove_profile(&self, name: &str) -> std::io::Result<bool> {
+            self.inner.remove_profile(name)
+        }
+        fn create_namespace(&self, ns: &str) -> Result<bool, crate::apparmor::SecurityfsError> {
+            self.inner.create_namespace(ns)
+        }
+        fn remove_namespace(&self, ns: &str) -> Result<bool, crate::apparmor::SecurityfsError> {
+            self.inner.remove_namespace(ns)
+        }
+        fn task_label(
+            &self,
+            pid: u32,
+        ) -> Result<crate::apparmor::Label, crate::apparmor::LabelError> {
+            self.inner.task_label(pid)
+        }
+        fn policy_hash(
+            &self,
+            name: &str,
+        ) -> Result<Option<String>, crate::apparmor::SecurityfsError> {
+            self.inner.policy_hash(name)
+        }
+    }
+
+    #[test]
+    fn a_current_cache_entry_goes_to_the_kernel_without_the_parser() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::under(d.path());
+        std::fs::create_dir_all(layout.libvirt_dir()).unwrap();
+        let names = [
+            "libvirt-00000000-0000-4000-8000-000000000001",
+            "libvirt-00000000-0000-4000-8000-000000000002",
+        ];
+        for n in names {
+            std::fs::write(
+                layout.profile_path(n),
+                format!("profile {n} {{\n  /a r,\n}}\n"),
+            )
+            .unwrap();
+        }
+        let p = layout.parser(&Parser::new());
+        // Both listed by the kernel already (a blob load is checked against
+        // the kernel's list); only the first has a current cache record.
+        let k = BlobKernel {
+            inner: FakeKernel::create(&d.path().join("fs")).unwrap(),
+            refuse: false,
+            got: Mutex::new(Vec::new()),
+        };
+        assert_eq!(load_each(&layout, &p, None, &k, 2).len(), 2);
+        let rec = layout.cache_dir.join(crate::apparmor::parser::INPUTS_DIR);
+        std::fs::create_dir_all(&rec).unwrap();
+        let digest = p.inputs_digest(&layout.profile_path(names[0])).unwrap();
+        std::fs::write(rec.join(names[0]), digest).unwrap();
+        let blobs = d.path().join("blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        for n in names {
+            std::fs::write(blobs.join(n), format!("BLOB {n}")).unwrap();
+        }
+        let before = k.inner.loads();
+        let done = load_each(&layout, &p, Some(&blobs), &k, 2);
+        assert!(matches!(done[0].result, Ok(Source::Cache)));
+        assert!(matches!(done[1].result, Ok(Source::Compiled)));
+        let got = k.got.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            vec![(
+                names[0].to_string(),
+                format!("BLOB {}", names[0]).into_bytes()
+            )]
+        );
+        assert_eq!(
+            k.inner.loads() - before,
+            1,
+            "only the stale one ran the parser"
+        );
+        // A kernel that refuses the blob: the parser loads it all the same.
+        let k = BlobKernel { refuse: true, ..k };
+        let before = k.inner.loads();
+        let done = load_each(&layout, &p, Some(&blobs), &k, 1);
+        assert!(matches!(done[0].result, Ok(Source::Cache)));
+        assert_eq!(k.inner.loads() - before, 2);
     }
 }

@@ -25,6 +25,14 @@ pub trait Kernel: std::fmt::Debug {
     /// Load or replace profile `name`, compiled by `parser` from the file
     /// `profile`.
     fn replace(&self, parser: &Parser, name: &str, profile: &Path) -> Result<(), ParserError>;
+    /// Load or replace profile `name` from `blob`, policy the parser
+    /// compiled earlier (its cache entry), without running the parser. A
+    /// kernel that cannot take a blob says `Unsupported`; callers then load
+    /// through [`Kernel::replace`].
+    fn replace_binary(&self, name: &str, blob: &[u8]) -> std::io::Result<()> {
+        let _ = (name, blob);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
     /// Unload profile `name`; `false` when it was not loaded.
     fn remove_profile(&self, name: &str) -> std::io::Result<bool>;
     /// Make policy namespace `ns`; `false` when it was already there.
@@ -102,6 +110,24 @@ impl Kernel for SystemKernel {
 
     fn replace(&self, parser: &Parser, _name: &str, profile: &Path) -> Result<(), ParserError> {
         parser.replace(profile)
+    }
+
+    fn replace_binary(&self, _name: &str, blob: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let Some(fs) = &self.fs else {
+            return Err(std::io::ErrorKind::Unsupported.into());
+        };
+        // The kernel takes a policy blob in one write, as the parser does.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(fs.join(".replace"))?;
+        match f.write(blob)? {
+            n if n == blob.len() => Ok(()),
+            n => Err(std::io::Error::other(format!(
+                "short write to .replace: {n} of {} bytes",
+                blob.len()
+            ))),
+        }
     }
 
     fn remove_profile(&self, name: &str) -> std::io::Result<bool> {

@@ -213,6 +213,19 @@ impl Parser {
         Ok(())
     }
 
+    /// The directory where the parser keeps compiled policy for the
+    /// running kernel's feature set (`--print-cache-dir`), one file per
+    /// profile file, under that file's name; `None` without a cache or when
+    /// the parser cannot say.
+    pub fn kernel_cache_dir(&self) -> Option<PathBuf> {
+        let dir = self.cache.as_ref()?;
+        let mut c = self.command();
+        c.arg("--print-cache-dir").arg("--cache-loc").arg(dir);
+        let out = c.output().ok()?;
+        let p = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+        (out.status.success() && p.is_absolute()).then_some(p)
+    }
+
     /// Would [`Parser::replace`] let the parser read the cache for
     /// `profile`: there is a cache, and the record of what its entry was
     /// compiled from matches the files on disk now.
