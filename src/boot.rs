@@ -69,6 +69,7 @@ fn load_each(
         .flatten()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| naming::parse_profile_name(n).is_some())
+        .filter(|n| is_aa_virts(&layout.profile_path(n)))
         .collect();
     names.sort();
     let next = AtomicUsize::new(0);
@@ -136,6 +137,14 @@ fn load_one(
     Ok(source)
 }
 
+/// Whether aa-virt's template made this profile (it includes aa-virt's
+/// abstraction). A profile libvirt's own virt-aa-helper wrote is left
+/// alone: libvirt loads it at each start, and without its `.files` (gone
+/// after the guest stopped) it does not even compile.
+fn is_aa_virts(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.contains("<abstractions/aa-virt-qemu>"))
+}
+
 /// Hand the parser's cache entry for `path` (current: aa-virt's record of
 /// what it was compiled from matches the files) to the kernel. `false`
 /// when that cannot be done, or the kernel does not list the profile
@@ -178,12 +187,18 @@ mod tests {
             let rule = if i == 1 { "/a bogus," } else { "/a r," };
             std::fs::write(
                 layout.profile_path(n),
-                format!("profile {n} {{\n  {rule}\n}}\n"),
+                format!("# <abstractions/aa-virt-qemu> stands in\nprofile {n} {{\n  {rule}\n}}\n"),
             )
             .unwrap();
         }
-        // Not a profile aa-virt writes: left alone.
+        // Not a profile aa-virt writes: left alone. Nor is one libvirt's own
+        // helper wrote (its .files is gone once the guest stopped).
         std::fs::write(layout.libvirt_dir().join("notes.txt"), "x").unwrap();
+        std::fs::write(
+            layout.profile_path("libvirt-00000000-0000-4000-8000-000000000009"),
+            "profile libvirt-00000000-0000-4000-8000-000000000009 {\n  #include <libvirt/libvirt-00000000-0000-4000-8000-000000000009.files>\n}\n",
+        )
+        .unwrap();
         // Three threads: the failure in the middle stops neither neighbour,
         // and the result keeps name order.
         let done = load_all(&layout, &Parser::new(), &k, 3);
@@ -209,7 +224,10 @@ mod tests {
         assert!(matches!(done[2].result, Ok(Source::Compiled)));
         std::fs::write(
             layout.profile_path(names[0]),
-            format!("profile {} {{\n  /b r,\n}}\n", names[0]),
+            format!(
+                "# <abstractions/aa-virt-qemu>\nprofile {} {{\n  /b r,\n}}\n",
+                names[0]
+            ),
         )
         .unwrap();
         let done = load_all(&layout, &Parser::new(), &k, 1);
@@ -282,7 +300,7 @@ mod tests {
         for n in names {
             std::fs::write(
                 layout.profile_path(n),
-                format!("profile {n} {{\n  /a r,\n}}\n"),
+                format!("# <abstractions/aa-virt-qemu>\nprofile {n} {{\n  /a r,\n}}\n"),
             )
             .unwrap();
         }
