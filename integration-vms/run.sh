@@ -118,8 +118,10 @@ run_release() {
         true
     } > "$share/suite/env"
 
-    # 4. Boot. snapshot=on keeps the cached image pristine; cache=unsafe
-    # because the guest's writes are thrown away anyway. A long audit
+    # 4. Boot. A qcow2 overlay in the work dir keeps the cached image
+    # pristine and carries the guest's writes from one boot to the next
+    # when a case asks for a reboot; cache=unsafe because the overlay is
+    # thrown away with the work dir. A long audit
     # backlog and a large kernel log: Debian 13 ships over a hundred
     # profiles, reloading them all must not drop the records the cases look
     # for, and there the suite reads them from dmesg (run-suite.sh).
@@ -127,8 +129,9 @@ run_release() {
     local qemu=(qemu-system-x86_64 -accel tcg -m "$mem" -smp "$smp" -nodefaults -no-user-config
           -display none -no-reboot
           -kernel "$img/vmlinuz" -initrd "$img/initrd.img"
-          -drive "file=$img/root.ext4,if=virtio,format=raw,snapshot=on,cache=unsafe"
+          -drive "file=$work/disk.qcow2,if=virtio,format=qcow2,cache=unsafe"
           -virtfs "local,path=$share,mount_tag=share,security_model=none,id=share")
+    qemu-img create -q -f qcow2 -b "$img/root.ext4" -F raw "$work/disk.qcow2"
     local console=$work/console.log
     if [ "$debug" = 1 ]; then
         touch "$work/.keep"
@@ -137,20 +140,35 @@ run_release() {
         exit 0
     fi
     say "Debian $release: booting $(basename "$img") (TCG, ${smp} vCPU, ${mem} MiB, timeout ${timeout_s}s)"
-    rc=0
-    timeout --kill-after=15 "$timeout_s" "${qemu[@]}" -serial "file:$console" -append "$append" \
-        < /dev/null > "$work/qemu.log" 2>&1 || rc=$?
+    # A case may ask for reboots (suite/run-suite.sh): the guest then leaves
+    # out/reboot-requested and goes down, -no-reboot ends qemu, and the
+    # same disk boots again. The hard timeout covers all boots together.
+    local boot=1 deadline=$(( $(date +%s) + timeout_s )) left
+    problem=
+    while :; do
+        left=$(( deadline - $(date +%s) ))
+        [ "$left" -gt 0 ] || { problem="guest timed out after ${timeout_s}s (boot $boot)"; break; }
+        rc=0
+        timeout --kill-after=15 "$left" "${qemu[@]}" -serial "file:$console" -append "$append" \
+            < /dev/null >> "$work/qemu.log" 2>&1 || rc=$?
+        cat "$console" >> "$work/console-all.log" 2>/dev/null
+        if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+            problem="guest timed out after ${timeout_s}s (boot $boot)"
+        elif [ $rc -ne 0 ]; then
+            problem="qemu exited with status $rc (boot $boot)"
+        elif [ ! -f "$share/out/exit-code" ] && [ -f "$share/out/reboot-requested" ] && [ "$boot" -lt 8 ]; then
+            rm -f "$share/out/reboot-requested"
+            boot=$((boot + 1))
+            say "Debian $release: the guest asked for a reboot: boot $boot"
+            continue
+        elif [ ! -f "$share/out/exit-code" ]; then
+            problem="the guest left no result (no out/exit-code) in boot $boot"
+        fi
+        break
+    done
     t_run=$(date +%s)
 
     # 5. Results.
-    problem=
-    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-        problem="guest timed out after ${timeout_s}s"
-    elif [ $rc -ne 0 ]; then
-        problem="qemu exited with status $rc"
-    elif [ ! -f "$share/out/exit-code" ]; then
-        problem="the guest left no result (no out/exit-code)"
-    fi
     guest_rc=$(cat "$share/out/exit-code" 2>/dev/null || echo missing)
     summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$share/out/suite.log" 2>/dev/null | tail -n 1 || true)
 

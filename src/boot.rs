@@ -5,9 +5,13 @@
 //! `libvirt/`). Each guest is loaded on its own, under its lock: one whose
 //! policy fails is reported and never stops the others. For each, the log
 //! says whether the cache could be used or it was compiled, and how long
-//! it took.
+//! it took. Guests are loaded on as many threads as the host has CPUs: after
+//! an upgrade every cache is stale, and a boot must not wait for hundreds
+//! of compiles one after the other.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::apparmor::{install_profile, Kernel, LoadError, LoadWhen, Parser};
@@ -38,30 +42,55 @@ pub struct Loaded {
     pub took: Duration,
 }
 
-/// Load every `libvirt-<uuid>` profile file of `layout`, in name order.
-pub fn load_all(layout: &Layout, base: &Parser, kernel: &dyn Kernel) -> Vec<Loaded> {
+/// Load every `libvirt-<uuid>` profile file of `layout`, on up to `jobs`
+/// threads (at least one); the result is in name order.
+pub fn load_all(
+    layout: &Layout,
+    base: &Parser,
+    kernel: &(dyn Kernel + Sync),
+    jobs: usize,
+) -> Vec<Loaded> {
     let parser = layout.parser(base);
+    let parser = &parser;
     let mut names: Vec<String> = std::fs::read_dir(layout.libvirt_dir())
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| naming::parse_profile_name(n).is_some())
+        .filter(|n| is_aa_virts(&layout.profile_path(n)))
         .collect();
     names.sort();
-    names
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<Loaded>>> = names.iter().map(|_| Mutex::new(None)).collect();
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(profile) = names.get(i) else { break };
+        let path = layout.profile_path(profile);
+        let start = Instant::now();
+        let result = load_one(layout, parser, kernel, profile, &path);
+        let done = Loaded {
+            profile: profile.clone(),
+            path,
+            result,
+            took: start.elapsed(),
+        };
+        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+    };
+    std::thread::scope(|s| {
+        for _ in 1..jobs.clamp(1, names.len().max(1)) {
+            s.spawn(work);
+        }
+        work();
+    });
+    slots
         .into_iter()
-        .map(|profile| {
-            let path = layout.profile_path(&profile);
-            let start = Instant::now();
-            let result = load_one(layout, &parser, kernel, &profile, &path);
-            Loaded {
-                profile,
-                path,
-                result,
-                took: start.elapsed(),
-            }
-        })
+        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
         .collect()
+}
+
+/// How many guests to load at once: one per CPU.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn load_one(
@@ -69,7 +98,7 @@ fn load_one(
     parser: &Parser,
     kernel: &dyn Kernel,
     profile: &str,
-    path: &std::path::Path,
+    path: &Path,
 ) -> Result<Source, LoadError> {
     let _lock = store::lock(&layout.lock_dir, profile)?;
     let source = if parser.cache_is_current(path) {
@@ -89,6 +118,14 @@ fn load_one(
     )?;
     txn.commit();
     Ok(source)
+}
+
+/// Whether aa-virt's template made this profile (it includes aa-virt's
+/// abstraction). A profile libvirt's own virt-aa-helper wrote is left
+/// alone: libvirt loads it at each start, and without its `.files` (gone
+/// after the guest stopped) it does not even compile.
+fn is_aa_virts(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.contains("<abstractions/aa-virt-qemu>"))
 }
 
 #[cfg(test)]
@@ -111,14 +148,24 @@ mod tests {
             let rule = if i == 1 { "/a bogus," } else { "/a r," };
             std::fs::write(
                 layout.profile_path(n),
-                format!("profile {n} {{\n  {rule}\n}}\n"),
+                format!("# <abstractions/aa-virt-qemu> stands in\nprofile {n} {{\n  {rule}\n}}\n"),
             )
             .unwrap();
         }
-        // Not a profile aa-virt writes: left alone.
+        // Not a profile aa-virt writes: left alone. Nor is one libvirt's own
+        // helper wrote (its .files is gone once the guest stopped).
         std::fs::write(layout.libvirt_dir().join("notes.txt"), "x").unwrap();
-        let done = load_all(&layout, &Parser::new(), &k);
+        std::fs::write(
+            layout.profile_path("libvirt-00000000-0000-4000-8000-000000000009"),
+            "profile libvirt-00000000-0000-4000-8000-000000000009 {\n  #include <libvirt/libvirt-00000000-0000-4000-8000-000000000009.files>\n}\n",
+        )
+        .unwrap();
+        // Three threads: the failure in the middle stops neither neighbour,
+        // and the result keeps name order.
+        let done = load_all(&layout, &Parser::new(), &k, 3);
         assert_eq!(done.len(), 3);
+        let order: Vec<&str> = done.iter().map(|l| l.profile.as_str()).collect();
+        assert_eq!(order, names);
         assert!(done[0].result.is_ok() && done[2].result.is_ok());
         assert!(matches!(done[1].result, Err(LoadError::Parser(_))));
         assert_eq!(k.loads(), 3);
@@ -133,15 +180,18 @@ mod tests {
         std::fs::create_dir_all(&rec).unwrap();
         let digest = p.inputs_digest(&layout.profile_path(names[0])).unwrap();
         std::fs::write(rec.join(names[0]), digest).unwrap();
-        let done = load_all(&layout, &Parser::new(), &k);
+        let done = load_all(&layout, &Parser::new(), &k, 1);
         assert!(matches!(done[0].result, Ok(Source::Cache)));
         assert!(matches!(done[2].result, Ok(Source::Compiled)));
         std::fs::write(
             layout.profile_path(names[0]),
-            format!("profile {} {{\n  /b r,\n}}\n", names[0]),
+            format!(
+                "# <abstractions/aa-virt-qemu>\nprofile {} {{\n  /b r,\n}}\n",
+                names[0]
+            ),
         )
         .unwrap();
-        let done = load_all(&layout, &Parser::new(), &k);
+        let done = load_all(&layout, &Parser::new(), &k, 1);
         assert!(matches!(done[0].result, Ok(Source::Compiled)));
     }
 }

@@ -35,6 +35,10 @@
 #   hooks_seen LOG          the LXC hook types aa-virt logged to LOG
 #                           ($AA_VIRT_HOOK_LOG), in order, one line
 #   assert_hooks MSG EXPECTED LOG   hooks_seen LOG is EXPECTED
+#   reboot_after_case       when this case ends, reboot the guest; the suite
+#                           goes on with the next case in the next boot
+#   rebooted_after CASE     true when this boot began with the reboot CASE
+#                           asked for (AA_ITEST_BOOT: 1, 2, ... this boot)
 #   DEBIAN                  the guest's Debian major release (12, 13), from
 #                           its /etc/debian_version; a case that expects
 #                           something else on one release says why in a line
@@ -205,3 +209,6 @@ hooks_seen() { # LOG
 assert_hooks() { # MSG EXPECTED LOG
     assert_eq "$1" "$2" "$(hooks_seen "$3")"
 }
+# Reboots (run-suite.sh does them, between cases).
+reboot_after_case() { : > "$AA_ITEST_REBOOT_REQUEST"; note "reboot requested: the suite goes on after a reboot"; }
+rebooted_after() { [ "${AA_ITEST_REBOOTED_AFTER:-}" = "$1" ]; }

@@ -10,6 +10,9 @@ pub struct BootLoadArgs {
     /// Configuration file (its parser and cache directory are used).
     #[arg(long, env = "AA_VIRT_CONFIG", value_name = "FILE", default_value = aa_virt::config::DEFAULT_PATH)]
     pub config: std::path::PathBuf,
+    /// Guests loaded at once (default: one per CPU).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
 }
 
 /// Load every guest's policy; exit 1 when any failed (the others are
@@ -30,7 +33,8 @@ pub fn cmd_boot_load(a: &BootLoadArgs) -> Result<i32, CliError> {
     if let aa_virt::apparmor::KernelStatus::Unavailable(r) = kernel.status() {
         return Err(format!("AppArmor not available: {r}; no guest policy loaded").into());
     }
-    let done = aa_virt::boot::load_all(&layout, &config.parser(), kernel.as_ref());
+    let jobs = a.jobs.map_or_else(aa_virt::boot::default_jobs, usize::from);
+    let done = aa_virt::boot::load_all(&layout, &config.parser(), kernel.as_ref(), jobs);
     let mut failed = 0;
     for l in &done {
         let ms = l.took.as_secs_f64() * 1000.0;
