@@ -245,6 +245,15 @@ mod tests {
         .unwrap()
     }
 
+    /// Assess a record of guest vm1 whose `.files` holds `rules`.
+    fn assess_with(rules: &str, r: &Record) -> Assessment {
+        let d = root_with(rules);
+        let c = Catalog::scan(d.path());
+        let e = c.find("vm1").unwrap();
+        let p = c.policy(e).unwrap();
+        assess(r, Some((e, &p)))
+    }
+
     #[test]
     fn device_restricted_noise_and_allow() {
         let d = root_with("  \"/srv/ro.img\" rk,  # disk vdb\n  \"/srv/base.qcow2\" rk,  # disk vda, backing layer 1\n");
@@ -281,11 +290,10 @@ mod tests {
             Some("aa-virt allow vm1 /srv/notes --perms r --reason '...'")
         );
         // Covered by an allowance with less: widen it (allow replaces it).
-        let d2 = root_with("  \"/srv/extra.img\" r,  # allow: test\n");
-        let c2 = Catalog::scan(d2.path());
-        let e2 = c2.find("vm1").unwrap();
-        let p2 = c2.policy(e2).unwrap();
-        let a = assess(&rec("/srv/extra.img", "k"), Some((e2, &p2)));
+        let a = assess_with(
+            "  \"/srv/extra.img\" r,  # allow: test\n",
+            &rec("/srv/extra.img", "k"),
+        );
         assert_eq!(a.device.as_deref(), Some("allow: test"));
         assert_eq!(
             a.suggestion.as_deref(),
