@@ -97,6 +97,16 @@ fn allow_renders_lists_and_disallow_removes() {
         text(&o)
     );
 
+    // `list` counts them.
+    let o = aa(&["list", "-P", lps, "--json", "--no-denials"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = v["guests"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["name"] == "ca1"))
+        .unwrap_or_else(|| panic!("ca1 not listed: {v:#}"));
+    assert_eq!(row["allowances"], 1, "{row:#}");
+
     let o = aa(&["disallow", "-P", lps, "ca1", ds], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let o = aa(&["lxc", "profile", "-P", lps, "ca1"], &[]);
