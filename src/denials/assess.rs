@@ -303,6 +303,33 @@ mod tests {
         assert_eq!(assess(&rec("/srv/x", "r"), None).suggestion, None);
     }
 
+    /// Each known-noise entry must match a record QEMU really produced:
+    /// the VM's records (`tests/denials/`, from case 35 on Debian 12 and 13).
+    #[test]
+    fn every_noise_entry_matches_a_record_qemu_produced() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/denials");
+        let mut qemu = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            qemu.extend(
+                text.lines()
+                    .filter_map(parse_line)
+                    .filter(|r| r.comm.as_deref() == Some("qemu-system-x86")),
+            );
+        }
+        assert!(
+            qemu.len() >= 8,
+            "the VM fixtures hold QEMU's records: {qemu:?}"
+        );
+        for (p, why) in noise() {
+            assert!(
+                qemu.iter()
+                    .any(|r| r.name.as_deref().is_some_and(|n| p.matches(n.as_bytes()))),
+                "known noise never seen in the VM's records: {why}"
+            );
+        }
+    }
+
     #[test]
     fn masks() {
         assert_eq!(mask_access("wc"), Some(Access::W));
