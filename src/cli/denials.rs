@@ -12,6 +12,7 @@ use aa_virt::denials::fold::{fold, render_text, Filter};
 use aa_virt::denials::record::{self, LogChoice, LogSource, Record};
 use aa_virt::denials::time;
 use aa_virt::guest::Access;
+use aa_virt::lxc;
 use aa_virt::policy::escape::display_path;
 use aa_virt::policy::{allow, explain};
 
@@ -48,7 +49,8 @@ pub struct DenialsArgs {
     #[arg(long, conflicts_with = "json")]
     pub follow: bool,
     /// Read this audit or kernel log instead of the default
-    /// (/var/log/audit/audit.log, else journalctl -k, else /var/log/kern.log).
+    /// (/var/log/audit/audit.log, else the journal's kernel and audit
+    /// messages, else /var/log/kern.log).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
     /// Where aa-virt's files are.
@@ -80,7 +82,7 @@ pub struct ExplainArgs {
 /// `aa-virt allow`.
 #[derive(Debug, Args)]
 pub struct AllowArgs {
-    /// The libvirt guest (name or UUID).
+    /// The guest: a libvirt domain (name or UUID) or an LXC container aa-virt manages.
     pub guest: String,
     /// The host path to allow (vetted like a disk: exact, never a restricted path).
     #[arg(required_unless_present = "list")]
@@ -126,6 +128,10 @@ pub struct GuestTarget {
     /// aa-virt's configuration (used to render the running guest's policy).
     #[arg(long, default_value = aa_virt::config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// LXC container directory (default: where aa-virt found the
+    /// container, else /var/lib/lxc).
+    #[arg(short = 'P', long = "lxcpath", value_name = "DIR")]
+    pub lxcpath: Option<PathBuf>,
 }
 
 impl GuestTarget {
@@ -138,41 +144,61 @@ impl GuestTarget {
         })
     }
 
-    /// The guest's name and UUID: from aa-virt's files, else from libvirt.
-    fn guest(&self, arg: &str) -> Result<(String, String), CmdError> {
+    /// The guest: from aa-virt's files, else an LXC container in
+    /// `--lxcpath`, else a libvirt domain.
+    fn guest(&self, arg: &str) -> Result<Target, CmdError> {
         let root = self.root.path();
         let c = Catalog::scan(&root);
         if let Some(e) = c.find(arg) {
             if e.kind == Kind::Lxc {
-                return Err(format!(
-                    "{arg} is an LXC container: allowances are for libvirt guests; use `aa-virt lxc enable --raw FILE` for container rules"
-                )
-                .into());
+                let lxcpath = self.lxcpath.clone().or_else(|| e.lxcpath.clone());
+                let lxcpath = lxcpath.unwrap_or_else(|| PathBuf::from(lxc::DEFAULT_LXCPATH));
+                return Ok(Target::Lxc(super::lxc::managed(&e.name, &lxcpath)?));
             }
-            return Ok((e.name.clone(), e.key.clone()));
+            return Ok(Target::Libvirt(e.name.clone(), e.key.clone()));
+        }
+        let lxcpath = self
+            .lxcpath
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(lxc::DEFAULT_LXCPATH));
+        if self.lxcpath.is_some() || lxcpath.join(arg).join("config").is_file() {
+            return Ok(Target::Lxc(super::lxc::managed(arg, &lxcpath)?));
         }
         if root == Path::new("/") {
             let conn = aa_virt::libvirt::conn::Conn::open(&self.uri())?;
             let found = conn.find(arg);
             let _ = conn.close();
             if let Some(d) = found? {
-                return Ok((d.name, d.uuid.hyphenated().to_string()));
+                return Ok(Target::Libvirt(d.name, d.uuid.hyphenated().to_string()));
             }
         }
         Err(format!(
-            "no libvirt guest {arg}: neither aa-virt's profile files under {} nor libvirt know it",
-            root.display()
+            "no guest {arg}: neither aa-virt's profile files under {}, an LXC container in {} nor libvirt know it",
+            root.display(),
+            lxcpath.display()
         )
         .into())
     }
 
     /// Apply a stored change to the running guest, and say what happened.
-    fn apply(&self, name: &str, uuid: &str) -> Result<(), CmdError> {
+    fn apply(&self, t: &Target, templates: Option<&Path>) -> Result<(), CmdError> {
         use aa_virt::libvirt::refresh::{refresh, Refreshed};
+        let name = t.name();
         if self.no_reload || self.root.path() != Path::new("/") {
             println!("{name}: stored; the guest's next start renders it");
             return Ok(());
         }
+        let uuid = match t {
+            Target::Lxc(ct) => {
+                if super::lxc::reload_if_running(ct, templates)? {
+                    println!("{name}: profile rendered and loaded; in force now");
+                } else {
+                    println!("{name}: not running; its next start renders it");
+                }
+                return Ok(());
+            }
+            Target::Libvirt(_, uuid) => uuid,
+        };
         match refresh(&self.uri(), uuid, &self.config)? {
             Refreshed::Reloaded(notes) => {
                 println!("{name}: policy rendered and loaded; in force now");
@@ -186,6 +212,55 @@ impl GuestTarget {
             }
         }
         Ok(())
+    }
+
+    /// The guest's current policy, when aa-virt can read or render it.
+    fn policy(
+        &self,
+        t: &Target,
+        templates: Option<&Path>,
+    ) -> Result<Option<explain::Policy>, CmdError> {
+        let root = self.root.path();
+        match t {
+            Target::Lxc(ct) => Ok(Some(super::lxc::rendered_policy(
+                ct,
+                templates,
+                &allow::dir_under(&root),
+            )?)),
+            Target::Libvirt(_, uuid) => {
+                let c = Catalog::scan(&root);
+                c.find(uuid)
+                    .map(|e| c.policy(e))
+                    .transpose()
+                    .map_err(Into::into)
+            }
+        }
+    }
+}
+
+/// What `allow`, `disallow` and `mode` act on.
+pub enum Target {
+    /// A libvirt domain: name and UUID (its state's key).
+    Libvirt(String, String),
+    /// An LXC container aa-virt manages (keyed by its profile name).
+    Lxc(lxc::Container),
+}
+
+impl Target {
+    /// The guest's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Libvirt(n, _) => n,
+            Target::Lxc(ct) => &ct.name,
+        }
+    }
+
+    /// The key of its state (allowances): UUID or profile name.
+    pub fn key(&self) -> String {
+        match self {
+            Target::Libvirt(_, k) => k.clone(),
+            Target::Lxc(ct) => ct.names().profile,
+        }
     }
 }
 
@@ -245,15 +320,17 @@ pub fn run_denials(a: &DenialsArgs) -> Result<i32, CmdError> {
 
 /// Print each new record of `source` as it arrives.
 fn follow(source: Option<&LogSource>, catalog: &Catalog, filter: &Filter) -> Result<(), CmdError> {
-    let show = |line: &str| {
-        if let Some(r) = record::parse_line(line) {
+    let mut seen = record::Seen::default();
+    let mut show = |line: &str| {
+        if let Some(r) = record::parse_line(line).filter(|r| seen.first(r)) {
             print!("{}", render_text(&fold(&[r], catalog, filter)));
         }
     };
     match source {
         Some(LogSource::Journal) => {
             let mut child = std::process::Command::new("journalctl")
-                .args(["-k", "-f", "-n", "0", "-o", "cat", "-q", "--no-pager"])
+                .args(["-f", "-n", "0", "-o", "json", "-q", "--no-pager"])
+                .args(record::JOURNAL_MATCHES)
                 .stdout(std::process::Stdio::piped())
                 .spawn()?;
             let out = child.stdout.take().ok_or("journalctl gave no output")?;
@@ -366,11 +443,12 @@ pub fn explain_text(e: &GuestEntry, path: &str, want: Access, v: &explain::Verdi
 }
 
 /// `aa-virt allow`.
-pub fn run_allow(a: &AllowArgs) -> Result<i32, CmdError> {
-    let (name, uuid) = a.target.guest(&a.guest)?;
+pub fn run_allow(a: &AllowArgs, templates: Option<&Path>) -> Result<i32, CmdError> {
+    let t = a.target.guest(&a.guest)?;
+    let (name, key) = (t.name(), t.key());
     let dir = allow::dir_under(&a.target.root.path());
     if a.list {
-        let items = allow::load(&dir, &uuid, &name)?;
+        let items = allow::load(&dir, &key, name)?;
         if items.is_empty() {
             println!("{name}: no allowances");
         }
@@ -388,30 +466,39 @@ pub fn run_allow(a: &AllowArgs) -> Result<i32, CmdError> {
     let (Some(path), Some(perms)) = (&a.path, &a.perms) else {
         return Err("allow needs PATH and --perms (or --list)".into());
     };
-    let added = allow::add(&dir, &uuid, &name, path, perms, &a.reason)?;
+    // Vetted first (restricted paths, control characters), then checked
+    // against the guest's policy: a deny rule there would make it void.
+    allow::vet_new(name, path, perms)?;
+    if let Some(policy) = a.target.policy(&t, templates)? {
+        if let Some(note) = allow::against(&policy, name, path, perms)? {
+            println!("{note}");
+        }
+    }
+    let added = allow::add(&dir, &key, name, path, perms, &a.reason)?;
     println!(
         "{name}: allowed {} on {} (allow: {})",
         added.perms, added.path, added.reason
     );
-    a.target.apply(&name, &uuid)?;
+    a.target.apply(&t, templates)?;
     Ok(EXIT_OK)
 }
 
 /// `aa-virt disallow`.
-pub fn run_disallow(a: &DisallowArgs) -> Result<i32, CmdError> {
-    let (name, uuid) = a.target.guest(&a.guest)?;
+pub fn run_disallow(a: &DisallowArgs, templates: Option<&Path>) -> Result<i32, CmdError> {
+    let t = a.target.guest(&a.guest)?;
+    let (name, key) = (t.name(), t.key());
     let dir = allow::dir_under(&a.target.root.path());
     let text = a
         .path
         .to_str()
         .ok_or_else(|| format!("{}: not valid UTF-8", display_path(&a.path)))?;
-    if !allow::remove(&dir, &uuid, &name, text)? {
+    if !allow::remove(&dir, &key, name, text)? {
         return Err(
             format!("{name}: no allowance for {text} (see aa-virt allow {name} --list)").into(),
         );
     }
     println!("{name}: allowance for {text} removed");
-    a.target.apply(&name, &uuid)?;
+    a.target.apply(&t, templates)?;
     Ok(EXIT_OK)
 }
 
@@ -441,7 +528,16 @@ pub struct ModeArgs {
 pub fn run_mode(a: &ModeArgs) -> Result<i32, CmdError> {
     use aa_virt::libvirt::{mode, profile::Layout};
     use aa_virt::reload::{self, ReloadOptions, ReloadOutcome as Outcome};
-    let (name, uuid) = a.target.guest(&a.guest)?;
+    let (name, uuid) = match a.target.guest(&a.guest)? {
+        Target::Libvirt(n, u) => (n, u),
+        Target::Lxc(ct) => {
+            return Err(format!(
+                "{}: aa-virt mode is for libvirt guests; a container's profile is always enforced",
+                ct.name
+            )
+            .into())
+        }
+    };
     let root = a.target.root.path();
     let complain = a.mode == ModeArg::Complain;
     allow::set_mode(&allow::dir_under(&root), &uuid, &name, Some(complain))?;

@@ -20,7 +20,7 @@ pub struct Targets {
     #[arg(short = 'P', long = "lxcpath", value_name = "DIR")]
     pub lxcpath: Vec<PathBuf>,
     /// Read denials from this audit or kernel log instead of the default
-    /// (/var/log/audit/audit.log, else journalctl -k, else /var/log/kern.log).
+    /// (/var/log/audit/audit.log, else the journal's kernel and audit messages, else /var/log/kern.log).
     #[arg(long, value_name = "FILE", conflicts_with = "no_denials")]
     pub log: Option<PathBuf>,
     /// Do not read any log (the DENIALS column shows -).

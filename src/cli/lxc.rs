@@ -2,7 +2,7 @@
 //! [`super`]).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use aa_virt::apparmor::{Parser, Root, SYSROOT_ENV};
 use aa_virt::lxc::hook::{self, HookEnv, Settings};
 use aa_virt::lxc::{self as lxc, profile, user, EnableOptions, HookStyle, Layout, DEFAULT_LXCPATH};
+use aa_virt::policy::explain::Policy;
 use aa_virt::policy::Templates;
 
 use super::{CliError, EXIT_ERROR, EXIT_OK};
@@ -188,11 +189,12 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
                 None => aa_virt::apparmor::ContainerMode::Stacked,
             };
             let parser = Parser::new();
-            let r = profile::render(
+            let r = profile::render_stored(
                 &ct,
                 mode,
                 &templates(templates_dir)?,
                 lxc::probe_options(&parser),
+                &Layout::from_env().allow_dir,
             )?;
             if p.check {
                 r.check(&p.name, &parser)?;
@@ -318,4 +320,69 @@ pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32
         }
         Err(e) => fail(Some(&env), format!("{} hook: {e}", env.hook_type)),
     }
+}
+
+/// The container `allow`/`disallow` act on: one aa-virt manages (its
+/// config carries aa-virt's label).
+pub(super) fn managed(name: &str, lxcpath: &Path) -> Result<lxc::Container, CliError> {
+    let ct = lxc::Container::open(name, lxcpath)?;
+    if ct
+        .label()
+        .and_then(|e| ct.names().mode_of(&e.value))
+        .is_none()
+    {
+        return Err(format!(
+            "container {name} in {}: aa-virt does not manage it; run `aa-virt lxc enable {name}` first",
+            lxcpath.display()
+        )
+        .into());
+    }
+    Ok(ct)
+}
+
+/// The container's policy as its next load renders it (its config and the
+/// allowances stored in `allow_dir`), read back for `explain`-style checks.
+pub(super) fn rendered_policy(
+    ct: &lxc::Container,
+    templates_dir: Option<&Path>,
+    allow_dir: &Path,
+) -> Result<Policy, CliError> {
+    let names = ct.names();
+    let mode = ct
+        .label()
+        .and_then(|e| names.mode_of(&e.value))
+        .unwrap_or(aa_virt::apparmor::ContainerMode::Stacked);
+    let parser = Parser::new();
+    let r = profile::render_stored(
+        ct,
+        mode,
+        &templates(templates_dir)?,
+        lxc::probe_options(&parser),
+        allow_dir,
+    )?;
+    let dir = aa_virt::store::tempdir()?;
+    let file = dir.join(names.file_name());
+    let res = std::fs::write(&file, &r.text)
+        .map_err(CliError::from)
+        .and_then(|()| {
+            // The scratch dir first, so that rules are named after the
+            // profile's file name, not the scratch path.
+            let dirs = [dir.clone(), PathBuf::from("/etc/apparmor.d")];
+            Policy::load(&file, &dirs).map_err(CliError::from)
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
+/// Load a running container's profile again (its allowances changed);
+/// false when it is not loaded.
+pub(super) fn reload_if_running(
+    ct: &lxc::Container,
+    templates_dir: Option<&Path>,
+) -> Result<bool, CliError> {
+    Ok(hook::reload_if_loaded(
+        ct,
+        &settings(false),
+        &templates(templates_dir)?,
+    )?)
 }

@@ -452,8 +452,8 @@ pub fn main() -> i32 {
         Command::Lxc(a) => lxc::run_lxc(cli.global.templates.as_deref(), a),
         Command::Denials(a) => denials::run_denials(a),
         Command::Explain(a) => denials::run_explain(a),
-        Command::Allow(a) => denials::run_allow(a),
-        Command::Disallow(a) => denials::run_disallow(a),
+        Command::Allow(a) => denials::run_allow(a, cli.global.templates.as_deref()),
+        Command::Disallow(a) => denials::run_disallow(a, cli.global.templates.as_deref()),
         Command::Mode(a) => denials::run_mode(a),
     };
     match res {

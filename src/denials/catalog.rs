@@ -38,6 +38,8 @@ pub struct GuestEntry {
     pub namespace: Option<String>,
     /// The profile file the kernel compiles.
     pub profile_file: PathBuf,
+    /// The container's lxcpath (LXC).
+    pub lxcpath: Option<PathBuf>,
 }
 
 /// The managed guests under one root.
@@ -93,6 +95,7 @@ impl Catalog {
                 profile: profile.to_string(),
                 namespace: None,
                 profile_file: if prof.exists() { prof } else { path.clone() },
+                lxcpath: None,
             });
         }
         let lxc = crate::lxc::Layout::under(root).profile_dir;
@@ -110,7 +113,8 @@ impl Catalog {
             let Some(name) = head.split_once('"').map(|(_, n)| n) else {
                 continue;
             };
-            let names = Names::derive(name, Path::new(lxcpath.trim_end_matches('.')));
+            let lxcpath = Path::new(lxcpath.trim_end_matches('.'));
+            let names = Names::derive(name, lxcpath);
             c.entries.push(GuestEntry {
                 name: name.to_string(),
                 kind: Kind::Lxc,
@@ -118,6 +122,7 @@ impl Catalog {
                 profile: names.profile,
                 namespace: Some(names.namespace),
                 profile_file: path,
+                lxcpath: Some(lxcpath.to_path_buf()),
             });
         }
         c.entries.sort_by(|a, b| a.name.cmp(&b.name));

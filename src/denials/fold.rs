@@ -6,10 +6,11 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::assess::{assess, Assessment};
+use super::assess::{allow_command, assess, Assessment};
 use super::catalog::{Catalog, GuestEntry};
 use super::record::Record;
 use super::time;
+use crate::guest::Access;
 use crate::policy::explain::Policy;
 
 /// Which records to keep.
@@ -76,6 +77,8 @@ pub fn fold(records: &[Record], catalog: &Catalog, filter: &Filter) -> Vec<Denia
     let mut out: Vec<Denial> = Vec::new();
     let mut index: HashMap<Key, usize> = HashMap::new();
     let mut policies: HashMap<String, Policy> = HashMap::new();
+    // What each entry's allow suggestion grants, and its guest's key.
+    let mut grants: Vec<Option<(String, Access)>> = Vec::new();
     for r in records {
         if r.kind != "DENIED" && r.kind != "ALLOWED" {
             continue;
@@ -120,6 +123,7 @@ pub fn fold(records: &[Record], catalog: &Catalog, filter: &Filter) -> Vec<Denia
             None => assess(r, None),
         };
         index.insert(key, out.len());
+        grants.push(entry.zip(a.grant).map(|(e, g)| (e.key.clone(), g)));
         out.push(Denial {
             guest: entry.map(|e| e.name.clone()),
             profile,
@@ -139,7 +143,34 @@ pub fn fold(records: &[Record], catalog: &Catalog, filter: &Filter) -> Vec<Denia
             suggestion: a.suggestion,
         });
     }
+    widen(&mut out, &grants);
     out
+}
+
+/// One allowance per path: every allow suggestion for a guest's path
+/// grants all that was denied on it (an open, then a lock...), so that
+/// running any one of them fixes them all.
+fn widen(out: &mut [Denial], grants: &[Option<(String, Access)>]) {
+    let mut all: HashMap<(&str, &str), Access> = HashMap::new();
+    for (d, g) in out.iter().zip(grants) {
+        if let (Some((key, a)), Some(p)) = (g, &d.path) {
+            let e = all.entry((key.as_str(), p.as_str())).or_default();
+            *e = e.union(*a);
+        }
+    }
+    let wide: Vec<Option<Access>> = out
+        .iter()
+        .zip(grants)
+        .map(|(d, g)| {
+            let (key, _) = g.as_ref()?;
+            all.get(&(key.as_str(), d.path.as_deref()?)).copied()
+        })
+        .collect();
+    for (d, w) in out.iter_mut().zip(wide) {
+        if let (Some(w), Some(name), Some(p)) = (w, &d.guest, &d.path) {
+            d.suggestion = Some(allow_command(name, p, w));
+        }
+    }
 }
 
 fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
@@ -241,11 +272,10 @@ mod tests {
         assert_eq!(ro.message, "disk vdb is read-only in the domain XML");
         let shadow = &out[2];
         assert!(shadow.restricted);
-        assert!(!shadow
-            .suggestion
-            .as_deref()
-            .unwrap()
-            .contains("aa-virt allow"));
+        assert_eq!(shadow.suggestion, None);
+        assert!(shadow
+            .message
+            .starts_with("restricted: aa-virt will not grant this"));
         let allowed = &out[3];
         assert_eq!(allowed.kind, "ALLOWED");
         assert_eq!(allowed.path.as_deref(), Some("/srv/my data.img"));

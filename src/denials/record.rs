@@ -4,12 +4,19 @@
 //!
 //! Both formats carry the same record text:
 //! - auditd: `type=AVC msg=audit(1732800000.123:456): apparmor="DENIED" operation="open" profile="libvirt-…" name="/x" …`
-//! - kernel log (`journalctl -k`, `kern.log`): `… audit: type=1400 audit(1732800000.123:456): apparmor="DENIED" …`
+//! - kernel log (dmesg, `kern.log`): `… audit: type=1400 audit(1732800000.123:456): apparmor="DENIED" …`
+//! - the journal (`journalctl -o json`): kernel messages (`_TRANSPORT=kernel`,
+//!   the kernel log's text) and, where journald listens on the audit socket
+//!   (Debian 12), audit records (`_TRANSPORT=audit`: `MESSAGE=AVC
+//!   apparmor="DENIED" …`, the time in `_SOURCE_REALTIME_TIMESTAMP`, the
+//!   serial in `_AUDIT_ID`). The kernel's printk copy is rate-limited, so
+//!   both are read and a record seen twice (same time and serial) counts
+//!   once.
 //!
 //! Values the kernel considers unsafe (spaces, quotes, non-ASCII) are
 //! written unquoted in hex; they are decoded here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,7 +29,7 @@ use serde::Serialize;
 pub enum LogSource {
     /// auditd's log file.
     Audit(PathBuf),
-    /// `journalctl -k` (the current boot's kernel messages).
+    /// The journal: the current boot's kernel messages and audit records.
     Journal,
     /// A syslog kernel log file.
     Kernel(PathBuf),
@@ -36,13 +43,13 @@ impl std::fmt::Display for LogSource {
             LogSource::Audit(p) | LogSource::Kernel(p) | LogSource::File(p) => {
                 write!(f, "{}", p.display())
             }
-            LogSource::Journal => f.write_str("journalctl -k"),
+            LogSource::Journal => write!(f, "journalctl -b {}", JOURNAL_MATCHES.join(" ")),
         }
     }
 }
 
 /// One AppArmor audit record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Record {
     /// `DENIED`, `AUDIT`, `ALLOWED`, `STATUS`, ...
     pub kind: String,
@@ -68,6 +75,9 @@ pub struct Record {
     pub comm: Option<String>,
     /// `info`.
     pub info: Option<String>,
+    /// The audit serial number, from `audit(SECS.MS:SERIAL)` or the
+    /// journal's `_AUDIT_ID`: with the time, it identifies the record.
+    pub serial: Option<u64>,
 }
 
 /// Decode one `key=value` value: `"quoted"` as is, unquoted even-length
@@ -132,16 +142,18 @@ fn fields(s: &str) -> Vec<(&str, &str)> {
 /// `journalctl -o json` is read through its `MESSAGE` field.
 pub fn parse_line(line: &str) -> Option<Record> {
     if line.trim_start().starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        let msg = v.get("MESSAGE")?.as_str()?;
-        return (!msg.starts_with('{')).then(|| parse_line(msg)).flatten();
+        return parse_journal_json(line);
     }
     let at = line.find("apparmor=")?;
-    let time = line.find("audit(").and_then(|p| {
-        let rest = &line[p + 6..];
-        let secs: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        secs.parse().ok()
-    });
+    let stamp = line.find("audit(").map(|p| &line[p + 6..]);
+    let digits = |s: &str| -> Option<u64> {
+        let d: String = s.chars().take_while(char::is_ascii_digit).collect();
+        d.parse().ok()
+    };
+    let time = stamp.and_then(digits);
+    let serial = stamp
+        .and_then(|s| s.split_once(':'))
+        .and_then(|(_, s)| digits(s));
     let mut r = Record {
         kind: String::new(),
         time,
@@ -155,6 +167,7 @@ pub fn parse_line(line: &str) -> Option<Record> {
         pid: None,
         comm: None,
         info: None,
+        serial,
     };
     for (k, raw) in fields(&line[at..]) {
         if k == "pid" {
@@ -180,6 +193,57 @@ pub fn parse_line(line: &str) -> Option<Record> {
         }
     }
     (!r.kind.is_empty()).then_some(r)
+}
+
+/// A journal entry in `journalctl -o json` form: its `MESSAGE` parsed as
+/// a log line, with the time and serial from the entry's fields when the
+/// message has no `audit(...)` stamp (audit transport).
+fn parse_journal_json(line: &str) -> Option<Record> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let msg = match v.get("MESSAGE")? {
+        serde_json::Value::String(s) => s.clone(),
+        // Messages that are not UTF-8 come as an array of bytes.
+        serde_json::Value::Array(a) => {
+            let b: Vec<u8> = a
+                .iter()
+                .filter_map(|x| x.as_u64().and_then(|n| u8::try_from(n).ok()))
+                .collect();
+            String::from_utf8_lossy(&b).into_owned()
+        }
+        _ => return None,
+    };
+    if msg.trim_start().starts_with('{') {
+        return None;
+    }
+    let mut r = parse_line(&msg)?;
+    let num = |k: &str| -> Option<u64> { v.get(k)?.as_str()?.parse().ok() };
+    if r.time.is_none() {
+        r.time = num("_SOURCE_REALTIME_TIMESTAMP")
+            .or_else(|| num("__REALTIME_TIMESTAMP"))
+            .map(|us| us / 1_000_000);
+    }
+    if r.serial.is_none() {
+        r.serial = num("_AUDIT_ID");
+    }
+    Some(r)
+}
+
+/// Records already seen: the journal holds the same record twice where it
+/// reads both the kernel log and the audit socket. A copy has the same
+/// time, serial and fields (records of one syscall share a serial, so the
+/// serial alone is not enough).
+#[derive(Debug, Clone, Default)]
+pub struct Seen(HashSet<Record>);
+
+impl Seen {
+    /// True the first time a record is offered (and for records without a
+    /// time or serial, which cannot be told apart).
+    pub fn first(&mut self, r: &Record) -> bool {
+        match (r.time, r.serial) {
+            (Some(_), Some(_)) => self.0.insert(r.clone()),
+            _ => true,
+        }
+    }
 }
 
 /// What one pass over the log found.
@@ -247,15 +311,19 @@ impl Summary {
         }
     }
 
-    /// Read every line of `input`.
+    /// Read every line of `input`; a record that appears twice (the
+    /// journal's kernel and audit copies) counts once.
     pub fn scan(&mut self, input: impl BufRead, keep: &dyn Fn(&Record) -> bool) {
+        let mut seen = Seen::default();
         for line in input.split(b'\n').map_while(Result::ok) {
             // Cheap test first: most lines are not AppArmor's.
             if !contains(&line, b"apparmor=") {
                 continue;
             }
             if let Some(r) = parse_line(&String::from_utf8_lossy(&line)) {
-                self.add(r, keep);
+                if seen.first(&r) {
+                    self.add(r, keep);
+                }
             }
         }
     }
@@ -323,17 +391,25 @@ pub fn read(choice: &LogChoice, root: &Path, keep: &dyn Fn(&Record) -> bool) -> 
     s
 }
 
-/// The current boot's kernel messages from the journal (one process).
+/// The journal's matches for AppArmor records: kernel messages (the
+/// printk copy of audit records) and audit records (journald's audit
+/// socket), OR-ed by journalctl.
+pub const JOURNAL_MATCHES: [&str; 2] = ["_TRANSPORT=kernel", "_TRANSPORT=audit"];
+
+/// The current boot's kernel and audit messages from the journal, one JSON
+/// entry per line (one process).
 fn journal_kernel() -> Result<Vec<u8>, String> {
     let out = Command::new("journalctl")
-        .args(["-k", "-o", "cat", "-q", "--no-pager"])
+        .args(["-b", "-o", "json", "-q", "--no-pager"])
+        .args(JOURNAL_MATCHES)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .output()
         .map_err(|e| format!("cannot run journalctl: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "journalctl -k failed: {}",
+            "journalctl -b {} failed: {}",
+            JOURNAL_MATCHES.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
@@ -345,6 +421,8 @@ mod tests {
     use super::*;
 
     const AUDIT: &str = r#"type=AVC msg=audit(1732800000.123:456): apparmor="DENIED" operation="open" class="file" profile="libvirt-6695eb01-f6a4-8304-79aa-97f2502e193f" name="/etc/shadow" pid=1234 comm="qemu-system-x86" requested_mask="r" denied_mask="r" fsuid=64055 ouid=0"#;
+    /// The same denial again, a later event.
+    const AUDIT2: &str = r#"type=AVC msg=audit(1732800001.5:457): apparmor="DENIED" operation="open" class="file" profile="libvirt-6695eb01-f6a4-8304-79aa-97f2502e193f" name="/etc/shadow" pid=1234 comm="qemu-system-x86" requested_mask="r" denied_mask="r" fsuid=64055 ouid=0"#;
 
     #[test]
     fn parses_both_formats_and_hex() {
@@ -374,7 +452,7 @@ mod tests {
     #[test]
     fn one_pass_attributes_and_keeps() {
         let log = format!(
-            "{AUDIT}\n{AUDIT}\nnoise\n\
+            "{AUDIT}\n{AUDIT2}\n{AUDIT}\nnoise\n\
              type=AVC msg=audit(1732800100.0:1): apparmor=\"STATUS\" operation=\"profile_replace\" profile=\"unconfined\" name=\"libvirt-6695eb01-f6a4-8304-79aa-97f2502e193f\" pid=1 comm=\"apparmor_parser\"\n\
              type=AVC msg=audit(1732800200.0:2): apparmor=\"DENIED\" operation=\"open\" namespace=\"root//ns1\" profile=\"p\" name=\"/x\" pid=2 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\"\n"
         );
@@ -409,7 +487,7 @@ mod tests {
         std::fs::create_dir_all(d.path().join("var/log/audit")).unwrap();
         std::fs::write(
             d.path().join("var/log/audit/audit.log"),
-            format!("{AUDIT}\n{AUDIT}\n"),
+            format!("{AUDIT}\n{AUDIT2}\n"),
         )
         .unwrap();
         let s = read(&LogChoice::Auto, d.path(), &|_| false);

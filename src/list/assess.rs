@@ -237,6 +237,15 @@ impl Ctx<'_> {
             g.profile = exp.own_profiles().next().map(str::to_string);
             g.namespace = exp.namespaces().next().map(str::to_string);
         }
+        if let Some(p) = g.profile.as_deref().filter(|p| {
+            p.ends_with(crate::lxc::naming::SUFFIX)
+                || p.starts_with(crate::lxc::naming::HASHED_PREFIX)
+        }) {
+            // `aa-virt allow` state, keyed by the profile (unreadable: unknown).
+            g.allowances = crate::policy::allow::load(&self.opts.lxc_layout.allow_dir, p, &c.name)
+                .ok()
+                .map(|a| a.len());
+        }
         if g.profile.is_some() {
             let file = lxc_profile_file(&self.opts.lxc_layout, c, g.namespace.as_deref());
             g.rules = file.as_deref().and_then(|f| self.rules_of(f));

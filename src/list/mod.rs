@@ -134,7 +134,7 @@ pub struct AppArmorInfo {
 /// Where denials came from.
 #[derive(Debug, Clone, Serialize)]
 pub struct DenialInfo {
-    /// The log read (`/var/log/audit/audit.log`, `journalctl -k`, ...).
+    /// The log read (`/var/log/audit/audit.log`, the journal, ...).
     pub source: Option<String>,
     /// Why none was read.
     pub note: Option<String>,

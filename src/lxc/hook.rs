@@ -332,6 +332,23 @@ fn pre_start(
     })
 }
 
+/// Render and load a container's profile again when the kernel has it
+/// loaded (the container runs), as after a change to its allowances; the
+/// running tasks get the new policy at once. `Ok(false)`: not loaded, its
+/// next start renders the change.
+pub fn reload_if_loaded(
+    ct: &Container,
+    s: &Settings,
+    templates: &Templates,
+) -> Result<bool, LxcError> {
+    let mode = configured(ct)?;
+    if !matches!(kernel(s).profile_mode(&ct.names().profile), Ok(Some(_))) {
+        return Ok(false);
+    }
+    load_policy(ct, mode, s, templates)?;
+    Ok(true)
+}
+
 /// Render, store and load a container's profile and make its namespace
 /// (root only), under the container's lock. A failed load restores the
 /// previous file and removes a namespace this run made; the kernel keeps
@@ -343,7 +360,13 @@ pub fn load_policy(
     templates: &Templates,
 ) -> Result<(bool, bool), LxcError> {
     let names = ct.names();
-    let rendered = profile::render(ct, mode, templates, probe_options(&s.parser))?;
+    let rendered = profile::render_stored(
+        ct,
+        mode,
+        templates,
+        probe_options(&s.parser),
+        &s.layout.allow_dir,
+    )?;
     let _lock = store::lock(&s.layout.lock_dir, &names.profile)?;
     store::sweep_temp(&s.layout.profile_dir);
     std::fs::create_dir_all(&s.layout.cache_dir).map_err(|source| LxcError::Io {

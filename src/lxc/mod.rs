@@ -93,6 +93,9 @@ pub enum LxcError {
     /// A bind source cannot be granted.
     #[error(transparent)]
     Rule(#[from] RuleError),
+    /// The container's allowances (`aa-virt allow`) cannot be used.
+    #[error(transparent)]
+    Allow(#[from] crate::policy::allow::AllowError),
     /// A template failed.
     #[error(transparent)]
     Template(#[from] TemplateError),
@@ -179,6 +182,9 @@ pub struct Layout {
     pub lock_dir: PathBuf,
     /// Compiled-policy cache (shared with libvirt guests).
     pub cache_dir: PathBuf,
+    /// Per-guest state: allowances (`aa-virt allow`), keyed by the
+    /// container's profile name (shared with libvirt guests).
+    pub allow_dir: PathBuf,
 }
 
 impl Default for Layout {
@@ -194,6 +200,7 @@ impl Layout {
             profile_dir: root.join("var/lib/aa-virt/lxc"),
             lock_dir: crate::store::lock_dir_under(root),
             cache_dir: crate::store::cache_dir_under(root),
+            allow_dir: crate::policy::allow::dir_under(root),
         }
     }
 
@@ -364,7 +371,8 @@ pub fn enable(
     // The profile this config will get must compile before we commit to it.
     let future = ct.with_text(&new)?;
     let probes = probe_options(parser);
-    profile::render(&future, mode, templates, probes)?.check(name, parser)?;
+    let allow_dir = Layout::from_env().allow_dir;
+    profile::render_stored(&future, mode, templates, probes, &allow_dir)?.check(name, parser)?;
     let changed = new != text;
     if changed {
         write_config(&ct.config, &new)?;

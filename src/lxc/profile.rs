@@ -273,6 +273,7 @@ struct Ctx {
     complain: bool,
     remount_options: Vec<String>,
     binds: Vec<RuleLine>,
+    allowances: Vec<RuleLine>,
     raw: Vec<String>,
 }
 
@@ -304,12 +305,37 @@ pub fn remount_options(nosymfollow: bool) -> Vec<String> {
     v
 }
 
-/// Render a container's profile.
+/// Render a container's profile with its stored allowances
+/// (`aa-virt allow`, in `allow_dir`): what the hooks load.
+pub fn render_stored(
+    ct: &Container,
+    mode: ContainerMode,
+    templates: &Templates,
+    opts: RenderOptions,
+    allow_dir: &Path,
+) -> Result<Rendered, LxcError> {
+    let allowances = crate::policy::allow::rules(allow_dir, &ct.names().profile, &ct.name)?;
+    render_with(ct, mode, templates, opts, &allowances)
+}
+
+/// Render a container's profile from its configuration alone (no stored
+/// allowances).
 pub fn render(
     ct: &Container,
     mode: ContainerMode,
     templates: &Templates,
     opts: RenderOptions,
+) -> Result<Rendered, LxcError> {
+    render_with(ct, mode, templates, opts, &RuleSet::default())
+}
+
+/// Render a container's profile with these allowance rules.
+fn render_with(
+    ct: &Container,
+    mode: ContainerMode,
+    templates: &Templates,
+    opts: RenderOptions,
+    allowances: &RuleSet,
 ) -> Result<Rendered, LxcError> {
     let names = ct.names();
     let guest = ct.guest()?;
@@ -328,6 +354,7 @@ pub fn render(
         complain: opts.complain,
         remount_options: remount_options(opts.nosymfollow),
         binds: RuleLine::all(&rules),
+        allowances: RuleLine::all(allowances),
         raw: ct.raw()?,
     };
     let text = templates.render_with(TEMPLATE, &ctx)?;

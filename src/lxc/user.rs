@@ -85,7 +85,13 @@ pub fn enable_user(
     if kernel(s).status().is_available() {
         load_policy(&ct, mode, s, templates)?;
     } else {
-        let r = super::profile::render(&ct, mode, templates, super::probe_options(&s.parser))?;
+        let r = super::profile::render_stored(
+            &ct,
+            mode,
+            templates,
+            super::probe_options(&s.parser),
+            &s.layout.allow_dir,
+        )?;
         let _lock = store::lock(&s.layout.lock_dir, &names.profile)?;
         store::write_atomic(&s.layout.profile_path(&names), r.text.as_bytes(), 0o644)?;
         report.warnings.push(format!(

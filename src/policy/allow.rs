@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::guest::{Access, Guest, Resource};
 use crate::store::{self, StoreError};
 
-use super::rules::{vet, RuleError};
+use super::explain::Policy;
+use super::rules::{push_resource, vet, RuleError, RuleSet};
 
 /// Longest reason kept.
 pub const MAX_REASON: usize = 200;
@@ -65,6 +66,19 @@ pub enum AllowError {
         path: PathBuf,
         /// Why.
         why: String,
+    },
+    /// A deny rule of the guest's profile covers the path: deny wins in
+    /// AppArmor, so an allowance could never take effect.
+    #[error("guest {guest}: {path}: a deny rule of its profile covers it ({rule} <- {from}); deny rules win over any allow, so an allowance cannot grant it")]
+    Overridden {
+        /// Guest name.
+        guest: String,
+        /// The path, printable.
+        path: String,
+        /// The deny rule.
+        rule: String,
+        /// Where it comes from.
+        from: String,
     },
     /// Writing failed.
     #[error(transparent)]
@@ -209,6 +223,18 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Vet a new allowance as [`add`] does, without storing it: its
+/// permissions and its path, like a disk's. Gives the access.
+pub fn vet_new(guest: &str, path: &Path, perms: &str) -> Result<Access, AllowError> {
+    let access = parse_perms(guest, perms)?;
+    let text = path.to_str().ok_or_else(|| AllowError::NotUtf8 {
+        guest: guest.into(),
+        path: super::escape::display_path(path),
+    })?;
+    vet(guest, &Resource::file(text, access, "allow"))?;
+    Ok(access)
+}
+
 /// Vet and add (or replace, for the same path) an allowance of guest
 /// `guest` keyed `key`. Refused paths are never stored.
 pub fn add(
@@ -219,7 +245,7 @@ pub fn add(
     perms: &str,
     reason: &str,
 ) -> Result<Allowance, AllowError> {
-    let access = parse_perms(guest, perms)?;
+    let access = vet_new(guest, path, perms)?;
     let reason = reason.trim();
     if reason.chars().any(char::is_control) || reason.contains(';') {
         return Err(AllowError::Reason {
@@ -233,17 +259,13 @@ pub fn add(
     } else {
         reason
     };
-    let text = path.to_str().ok_or_else(|| AllowError::NotUtf8 {
-        guest: guest.into(),
-        path: super::escape::display_path(path),
-    })?;
     let a = Allowance {
-        path: text.to_string(),
+        // UTF-8: vet_new checked it.
+        path: path.to_string_lossy().into_owned(),
         perms: access.to_string(),
         reason,
         date: now(),
     };
-    vet(guest, &resource(&a, access))?;
     update(dir, key, guest, |f| {
         f.allowances.retain(|x| x.path != a.path);
         f.allowances.push(a.clone());
@@ -263,6 +285,53 @@ pub fn remove(dir: &Path, key: &str, guest: &str, path: &str) -> Result<bool, Al
 
 fn resource(a: &Allowance, access: Access) -> Resource {
     Resource::file(&a.path, access, a.origin())
+}
+
+/// Check a new allowance against the guest's current policy (read back
+/// or rendered): refused when a deny rule covers the path (it could never
+/// take effect); a note when other rules already grant it (an LXC profile's
+/// broad `file,`): the allowance then only keeps the access should those
+/// rules change.
+pub fn against(
+    policy: &Policy,
+    guest: &str,
+    path: &Path,
+    perms: &str,
+) -> Result<Option<String>, AllowError> {
+    let access = parse_perms(guest, perms)?;
+    let shown = super::escape::display_path(path);
+    let v = policy.explain(path.as_os_str().as_encoded_bytes(), access);
+    let letters = access.to_string();
+    let overlaps = |a: Access| a.to_string().chars().any(|c| letters.contains(c));
+    if let Some(d) = v.deny.iter().find(|d| overlaps(d.access)) {
+        return Err(AllowError::Overridden {
+            guest: guest.into(),
+            path: shown,
+            rule: d.text.clone(),
+            from: d.source.describe(),
+        });
+    }
+    if !v.allowed {
+        return Ok(None);
+    }
+    let by: Vec<String> = v.allow.iter().map(|r| r.source.describe()).collect();
+    Ok(Some(format!(
+        "{guest}: {shown} is already granted {access} by {}; the allowance keeps it should that change",
+        by.join(", ")
+    )))
+}
+
+/// The rules of the stored allowances of guest `key` (an LXC container,
+/// keyed by its profile name), each vetted like a disk ([`vet`]), with
+/// origin `allow: REASON`.
+pub fn rules(dir: &Path, key: &str, guest: &str) -> Result<RuleSet, AllowError> {
+    let mut set = RuleSet::default();
+    for a in load(dir, key, guest)? {
+        let r = resource(&a, parse_perms(guest, &a.perms)?);
+        let resolved = vet(guest, &r)?;
+        push_resource(&mut set, &resolved, &r);
+    }
+    Ok(set)
 }
 
 /// The guest with its stored allowances added as resources (vetted with
@@ -324,6 +393,30 @@ mod tests {
         assert_eq!(mode(d.path(), KEY, "vm1").unwrap(), Some(true));
         set_mode(d.path(), KEY, "vm1", None).unwrap();
         assert!(!file_of(d.path(), KEY).exists());
+    }
+
+    #[test]
+    fn checked_against_the_policy() {
+        let mut p = Policy::default();
+        p.add_text(
+            "lxc/c1",
+            "profile x {\n  file,\n  deny /srv/guarded/** w,\n}\n",
+        );
+        let e = against(&p, "c1", Path::new("/srv/guarded/f"), "rw").unwrap_err();
+        assert!(matches!(e, AllowError::Overridden { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("deny /srv/guarded/** w <- profile lxc/c1:3")
+                && e.to_string().contains("c1"),
+            "{e}"
+        );
+        let note = against(&p, "c1", Path::new("/srv/guarded/f"), "r").unwrap();
+        assert!(note.unwrap().contains("already granted r"));
+        assert_eq!(
+            against(&Policy::default(), "vm1", Path::new("/srv/a"), "r").unwrap(),
+            None
+        );
+        assert!(against(&p, "c1", Path::new("/srv/a"), "x").is_err());
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn need(tool: &str) {
 }
 
 /// A busybox container `name` in a fresh lxcpath, with no network.
-fn busybox(name: &str) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn busybox(name: &str) -> (tempfile::TempDir, PathBuf) {
     need("lxc-create");
     need("busybox");
     let d = tempfile::tempdir().unwrap();
@@ -63,12 +63,12 @@ fn busybox(name: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// A state root (`AA_VIRT_ROOT`) for this test process, so that locks and
 /// profiles never land in the host's `/run/aa-virt` or `/var/lib/aa-virt`.
-fn state_root() -> &'static Path {
+pub(crate) fn state_root() -> &'static Path {
     static ROOT: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     ROOT.get_or_init(|| tempfile::tempdir().unwrap()).path()
 }
 
-fn aa(args: &[&str], envs: &[(&str, &Path)]) -> Output {
+pub(crate) fn aa(args: &[&str], envs: &[(&str, &Path)]) -> Output {
     let mut c = common::aa_virt();
     c.args(args)
         .env("AA_VIRT_ROOT", state_root())
@@ -80,7 +80,7 @@ fn aa(args: &[&str], envs: &[(&str, &Path)]) -> Output {
     c.output().unwrap()
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -282,7 +282,7 @@ fn every_profile_variant_compiles() {
 }
 
 /// [`busybox`], enabled with inline hooks.
-fn enabled_busybox(name: &str) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn enabled_busybox(name: &str) -> (tempfile::TempDir, PathBuf) {
     let (d, lp) = busybox(name);
     let o = aa(
         &[

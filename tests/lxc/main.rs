@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod allow;
 mod containers;
 mod list;
 mod unpriv;
