@@ -382,7 +382,7 @@ pub(super) fn reload_if_running(
 ) -> Result<bool, CliError> {
     Ok(hook::reload_if_loaded(
         ct,
-        &settings(false),
+        &root_settings()?,
         &templates(templates_dir)?,
     )?)
 }
