@@ -35,6 +35,10 @@
 #   hooks_seen LOG          the LXC hook types aa-virt logged to LOG
 #                           ($AA_VIRT_HOOK_LOG), in order, one line
 #   assert_hooks MSG EXPECTED LOG   hooks_seen LOG is EXPECTED
+#   helper_mode_cleanups    install $AA_VIRT as /usr/bin/aa-virt and register
+#                           the cleanups of a helper-mode install (uninstall,
+#                           binary, diversion, libvirtd restart); the case
+#                           then runs `aa-virt install --mode helper` itself
 #   reboot_after_case       when this case ends, reboot the guest; the suite
 #                           goes on with the next case in the next boot
 #   rebooted_after CASE     true when this boot began with the reboot CASE
@@ -212,3 +216,16 @@ assert_hooks() { # MSG EXPECTED LOG
 # Reboots (run-suite.sh does them, between cases).
 reboot_after_case() { : > "$AA_ITEST_REBOOT_REQUEST"; note "reboot requested: the suite goes on after a reboot"; }
 rebooted_after() { [ "${AA_ITEST_REBOOTED_AFTER:-}" = "$1" ]; }
+
+# A helper-mode install's cleanups (they run last-registered first:
+# uninstall, binary, then the diversion and symlink as a safety net if
+# uninstall cannot run, and libvirtd last), and the binary in place.
+helper_mode_cleanups() {
+    local helper=/usr/lib/libvirt/virt-aa-helper
+    on_exit systemctl restart libvirtd
+    on_exit dpkg-divert --quiet --local --rename --remove "$helper"
+    on_exit "[ -L '$helper' ] && rm -f '$helper'"
+    install -m 0755 "$AA_VIRT" /usr/bin/aa-virt
+    on_exit rm -f /usr/bin/aa-virt
+    on_exit /usr/bin/aa-virt uninstall
+}

@@ -25,13 +25,8 @@ export LIBVIRT_DEFAULT_URI=qemu:///system
 # --- put aa-virt in place of virt-aa-helper ----------------------------------
 # Cleanups run last-registered first: guest, uninstall, binary, daemon; the
 # divert and symlink cleanups are a safety net if uninstall cannot run.
-on_exit systemctl restart libvirtd
-on_exit dpkg-divert --quiet --local --rename --remove "$HELPER"
-on_exit "[ -L '$HELPER' ] && rm -f '$HELPER'"
 helper_sum=$(sha256sum < "$HELPER")
-install -m 0755 "$AA_VIRT" /usr/bin/aa-virt
-on_exit rm -f /usr/bin/aa-virt
-on_exit /usr/bin/aa-virt uninstall
+helper_mode_cleanups
 assert_ok "aa-virt install --mode helper (abstraction, own profile, libvirtd override, diversion)" \
     /usr/bin/aa-virt install --mode helper
 note "install: $(printf '%s' "$LAST_OUT" | tr '\n' ';')"

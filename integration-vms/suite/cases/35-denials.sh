@@ -18,16 +18,10 @@ PROFILE=libvirt-$UUID
 DIR=/var/lib/libvirt/images/aavt-deny
 EXTRA=/srv/extra.img
 LATE=/srv/complain.img
-HELPER=/usr/lib/libvirt/virt-aa-helper
 export LIBVIRT_DEFAULT_URI=qemu:///system
 
 # --- aa-virt as libvirt's helper (cleanups run last-registered first) --------
-on_exit systemctl restart libvirtd
-on_exit dpkg-divert --quiet --local --rename --remove "$HELPER"
-on_exit "[ -L '$HELPER' ] && rm -f '$HELPER'"
-install -m 0755 "$AA_VIRT" /usr/bin/aa-virt
-on_exit rm -f /usr/bin/aa-virt
-on_exit /usr/bin/aa-virt uninstall
+helper_mode_cleanups
 on_exit rm -rf /var/lib/aa-virt/guests
 assert_ok "aa-virt install --mode helper" /usr/bin/aa-virt install --mode helper
 assert_ok "libvirtd restarts" systemctl restart libvirtd

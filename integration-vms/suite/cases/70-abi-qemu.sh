@@ -17,7 +17,6 @@ UUID=7d3e9f10-2a4b-4c5d-8e6f-1a2b3c4d5e6f
 PROFILE=libvirt-$UUID
 DIR=/var/lib/libvirt/images/aavt-abi
 TEMPLATE=/etc/apparmor.d/libvirt/$PROFILE
-HELPER=/usr/lib/libvirt/virt-aa-helper
 QEMU=$(command -v qemu-system-x86_64)
 export LIBVIRT_DEFAULT_URI=qemu:///system
 
@@ -48,12 +47,7 @@ esac
 assert_ok "control: unconfined root creates a user namespace" unshare -U "$QEMU" --version
 
 # --- aa-virt as libvirt's helper ----------------------------------------------
-on_exit systemctl restart libvirtd
-on_exit dpkg-divert --quiet --local --rename --remove "$HELPER"
-on_exit "[ -L '$HELPER' ] && rm -f '$HELPER'"
-install -m 0755 "$AA_VIRT" /usr/bin/aa-virt
-on_exit rm -f /usr/bin/aa-virt
-on_exit /usr/bin/aa-virt uninstall
+helper_mode_cleanups
 assert_ok "aa-virt install --mode helper" /usr/bin/aa-virt install --mode helper
 assert_ok "libvirtd restarts" systemctl restart libvirtd
 wait_for 30 virsh version || fail "libvirtd does not answer after restart"
