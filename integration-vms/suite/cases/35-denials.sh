@@ -171,7 +171,10 @@ on_exit rm -rf "$lp"
 assert_ok "lxc-create (busybox template)" lxc-create -P "$lp" -t busybox -n $ct
 on_exit lxc-destroy -P "$lp" -f -n $ct
 on_exit lxc-stop -P "$lp" -k -n $ct
-sed -i -e '/^lxc\.net\.0\./d' -e 's/^lxc\.mount\.auto = .*/lxc.mount.auto = cgroup:mixed proc:rw sys:rw/' "$lp/$ct/config"
+# Nesting off (Debian's default.conf turns it on, and a nesting profile
+# allows the mount below).
+sed -i -e '/^lxc\.net\.0\./d' -e 's/^lxc\.mount\.auto = .*/lxc.mount.auto = cgroup:mixed proc:rw sys:rw/' \
+    -e 's/^lxc\.apparmor\.allow_nesting = 1/lxc.apparmor.allow_nesting = 0/' "$lp/$ct/config"
 echo "lxc.net.0.type = empty" >> "$lp/$ct/config"
 assert_ok "aa-virt lxc enable" /usr/bin/aa-virt lxc enable -P "$lp" $ct --inline
 ctprof=$(/usr/bin/aa-virt lxc enable -P "$lp" $ct --inline 2>&1 | sed -n 's/.*(profile \(.*\), namespace .*/\1/p')
