@@ -11,3 +11,4 @@ mod install;
 mod install_packaged;
 mod list;
 mod reload;
+mod vm_records;

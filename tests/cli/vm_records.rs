@@ -105,8 +105,8 @@ fn check(name: &str, out: &[Denial]) {
         let d = find(out, "ALLOWED", op, "/srv/complain.img", GUEST);
         assert_eq!(d.suggestion.as_deref(), Some(late.as_str()), "{name} {op}");
     }
-    // The container's denied mount, by its profile.
-    let mount = find(out, "DENIED", "mount", "/tmp/dbg/", "d1");
+    // The container's denied rbind of /proc/sys, by its profile.
+    let mount = find(out, "DENIED", "mount", "/tmp/aavp/", "d1");
     assert_eq!(mount.suggestion, None, "{name}");
     assert!(
         mount.profile.starts_with("lxc-d1_<"),
