@@ -79,7 +79,10 @@ impl FakeKernel {
             .append(true)
             .open(self.log_path())
         {
-            let _ = writeln!(f, "{line}");
+            // One write per line: with O_APPEND it lands whole, even when
+            // threads (boot-load's) record at once; `writeln!` writes the
+            // line and its newline separately, and they interleave.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 
