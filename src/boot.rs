@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::apparmor::{install_profile, Kernel, LoadError, LoadWhen, Parser};
 use crate::libvirt::naming;
-use crate::libvirt::profile::Layout;
+use crate::libvirt::profile::{made_by_aa_virt, Layout};
 use crate::store::{self, Txn};
 
 /// Where the policy came from.
@@ -57,7 +57,7 @@ pub fn load_all(
         .flatten()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| naming::parse_profile_name(n).is_some())
-        .filter(|n| is_aa_virts(&layout.profile_path(n)))
+        .filter(|n| made_by_aa_virt(&layout.profile_path(n)))
         .collect();
     names.sort();
     let next = AtomicUsize::new(0);
@@ -118,14 +118,6 @@ fn load_one(
     )?;
     txn.commit();
     Ok(source)
-}
-
-/// Whether aa-virt's template made this profile (it includes aa-virt's
-/// abstraction). A profile libvirt's own virt-aa-helper wrote is left
-/// alone: libvirt loads it at each start, and without its `.files` (gone
-/// after the guest stopped) it does not even compile.
-fn is_aa_virts(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|t| t.contains("<abstractions/aa-virt-qemu>"))
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::apparmor::{
 };
 use crate::guest::GuestKind;
 use crate::libvirt::naming;
+use crate::libvirt::profile::made_by_aa_virt;
 use crate::list::{self, ListError};
 use crate::store::{self, StoreError};
 
@@ -138,8 +139,12 @@ pub fn targets(
         ..o.clone()
     })?;
     let mut out = BTreeMap::new();
+    // A libvirt guest's profile counts only when aa-virt made it: one that
+    // libvirt's own helper wrote is libvirt's (and, its guest stopped,
+    // does not compile without its `.files`).
     let mut add = |guest: String, kind, profile: String, path: PathBuf| {
-        if path.is_file() && !out.contains_key(&profile) {
+        let ours = kind != GuestKind::Qemu || made_by_aa_virt(&path);
+        if ours && path.is_file() && !out.contains_key(&profile) {
             let is_loaded = loaded.is_some_and(|l| l.mode(None, &profile).is_some());
             out.insert(
                 profile.clone(),

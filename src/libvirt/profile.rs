@@ -464,3 +464,12 @@ fn unload_locked(name: &str, kernel: &dyn Kernel) -> Result<bool, ProfileError> 
             source,
         })
 }
+
+/// Whether aa-virt's template made the guest profile at `path` (it includes
+/// aa-virt's abstraction). A `libvirt-<uuid>` profile that libvirt's own
+/// virt-aa-helper wrote is not aa-virt's to load, reload or check: libvirt
+/// loads it at each start, and once its guest stopped (its `.files` gone)
+/// it does not even compile.
+pub fn made_by_aa_virt(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.contains("<abstractions/aa-virt-qemu>"))
+}

@@ -79,6 +79,26 @@ fn every_guest_compiles_and_a_broken_one_is_named() {
     assert!(out.contains("0 of 2 guests would fail"), "{out}");
     assert!(!out.contains("new mediation"), "same feature set: {out}");
 
+    // A profile libvirt's own virt-aa-helper left for a stopped guest (its
+    // `.files` gone, so it cannot compile) is libvirt's, not a managed guest.
+    let theirs = "libvirt-7ed25dba-ae15-485a-b0ac-bc9393f7773d";
+    let theirs_path = Layout::under(root.path()).profile_path(theirs);
+    std::fs::write(
+        &theirs_path,
+        format!(
+            "#include <tunables/global>\nprofile {theirs} flags=(attach_disconnected) {{\n  #include <abstractions/libvirt-qemu>\n  #include <libvirt/{theirs}.files>\n}}\n"
+        ),
+    )
+    .unwrap();
+    let o = check(&k, root.path(), &same);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(
+        !out.contains(theirs) && out.contains("0 of 2 guests would fail"),
+        "{out}"
+    );
+    std::fs::remove_file(&theirs_path).unwrap();
+
     // An admin's local/ rule this parser does not know (an AppArmor 4
     // rule on 3.0.8): only that guest fails, with the parser's message.
     let local: PathBuf = Layout::under(root.path())
