@@ -139,7 +139,9 @@ impl FakeKernel {
         if !text.lines().any(|l| l.starts_with(&prefix)) {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new().append(true).open(&list)?;
-            writeln!(f, "{name} (enforce)")?;
+            // One write, as in `record`: 64 helpers load at once, and
+            // `writeln!` would let their names and newlines interleave.
+            f.write_all(format!("{name} (enforce)\n").as_bytes())?;
         }
         let mut files = profile.as_os_str().to_owned();
         files.push(".files");
