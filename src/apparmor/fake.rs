@@ -11,6 +11,7 @@ use super::kernel::{Kernel, SystemKernel};
 use super::label::{Label, LabelError};
 use super::parser::{Parser, ParserError, SHIPPED_FEATURES};
 use super::securityfs::{mangle, KernelStatus, Root, SecurityfsError};
+use super::userns_policy::UsernsPolicyError;
 
 /// File in a fake securityfs directory that makes a `test-util` build use
 /// [`FakeKernel`] for it (see [`super::select`]); a real securityfs
@@ -246,6 +247,14 @@ impl Kernel for FakeKernel {
         Ok(std::fs::read_to_string(self.hash_path(name))
             .ok()
             .map(|h| format!("sha256:{}", h.trim())))
+    }
+
+    fn close_userns_policy(&self) -> Result<bool, UsernsPolicyError> {
+        let closed = self.system.close_userns_policy()?;
+        if closed {
+            self.record("close-userns-policy");
+        }
+        Ok(closed)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The one boundary between aa-virt and the kernel's AppArmor: the
 //! [`Kernel`] trait (is a profile loaded and in which mode, load or replace,
-//! unload, make and remove a policy namespace, read a task's label), its
+//! unload, make and remove a policy namespace, read a task's label, close
+//! the user-namespace policy switch), its
 //! system implementation [`SystemKernel`] (`apparmor::select` picks the
 //! kernel to use).
 //! Tests get a recording fake (`apparmor::fake`, only with the `test-util`
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use super::label::{process_label, Label, LabelError};
 use super::parser::{Parser, ParserError};
 use super::securityfs::{profile_dir_in, split_mode, KernelStatus, Root, SecurityfsError};
+use super::userns_policy::{self, UsernsPolicyError};
 
 /// What aa-virt asks of the kernel. Every load, unload and namespace change
 /// goes through here, so tests can stand in for the kernel.
@@ -47,6 +49,10 @@ pub trait Kernel: std::fmt::Debug {
     /// (`CONFIG_SECURITY_APPARMOR_HASH` off). It changes whenever the
     /// profile is replaced with different policy, by anyone.
     fn policy_hash(&self, name: &str) -> Result<Option<String>, SecurityfsError>;
+    /// Set [`userns_policy::SYSCTL`] to 0 so that only the host's root
+    /// manages policy namespaces, and check that it took: true when this
+    /// call closed it, false when it was closed (or absent) already.
+    fn close_userns_policy(&self) -> Result<bool, UsernsPolicyError>;
 }
 
 /// The running kernel (or, for tests, a directory tree laid out like it,
@@ -183,6 +189,10 @@ impl Kernel for SystemKernel {
             let h = text.trim();
             (!h.is_empty()).then(|| format!("{f}:{h}"))
         }))
+    }
+
+    fn close_userns_policy(&self) -> Result<bool, UsernsPolicyError> {
+        userns_policy::close(&self.root)
     }
 }
 

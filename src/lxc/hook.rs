@@ -378,7 +378,7 @@ pub fn load_policy(
     let kernel = kernel(s);
     let namespace_created = match mode {
         ContainerMode::Stacked => {
-            super::user::close_userns_policy(&ct.name, s)?;
+            super::user::close_userns_policy(&ct.name, s, &*kernel)?;
             kernel.create_namespace(&names.namespace)?
         }
         ContainerMode::Plain => false,

@@ -39,7 +39,8 @@ use super::naming::Names;
 use super::profile::Container;
 use super::{config, EditReport, EnableOptions, Layout, LxcError};
 use crate::apparmor::label::processes_where;
-use crate::apparmor::userns_policy::{self, SYSCTL};
+use crate::apparmor::userns_policy::SYSCTL;
+use crate::apparmor::Kernel;
 use crate::config::UsernsPolicySwitch;
 use crate::policy::Templates;
 use crate::store;
@@ -155,7 +156,7 @@ pub fn load_users(s: &Settings) -> Vec<(PathBuf, Result<Registration, LxcError>)
                 let stacked =
                     names.mode_of(&r.label) == Some(crate::apparmor::ContainerMode::Stacked);
                 if stacked {
-                    close_userns_policy(&r.container, s)?;
+                    close_userns_policy(&r.container, s, &*k)?;
                 }
                 let created = stacked && k.create_namespace(&names.namespace)?;
                 let parser = s.layout.parser(&s.parser);
@@ -211,14 +212,18 @@ pub fn disable_user(names: &Names, s: &Settings) -> Result<(), LxcError> {
 /// policy in that namespace. Fails closed, naming the switch. Where the
 /// configuration says `lxc_userns_policy = "keep"`, the switch is left
 /// alone with a warning.
-pub fn close_userns_policy(container: &str, s: &Settings) -> Result<(), LxcError> {
+pub fn close_userns_policy(
+    container: &str,
+    s: &Settings,
+    kernel: &dyn Kernel,
+) -> Result<(), LxcError> {
     if s.userns_policy == UsernsPolicySwitch::Keep {
         tracing::warn!(
             "container {container}: {SYSCTL} left as it is (lxc_userns_policy = \"keep\"): where it is 1, any local user can manage the policy in this container's namespace"
         );
         return Ok(());
     }
-    match userns_policy::close(&s.root) {
+    match kernel.close_userns_policy() {
         Ok(true) => {
             tracing::info!(
                 "container {container}: set {SYSCTL} = 0 (only the host's root manages AppArmor policy namespaces)"
