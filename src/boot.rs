@@ -22,7 +22,8 @@ use crate::store::{self, Txn};
 /// Where the policy came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// The cache was current (its record matches the files on disk).
+    /// The cache was current (its record matches the files on disk) and
+    /// its policy was loaded without compiling.
     Cache,
     /// Compiled afresh (no cache, or one made from other files).
     Compiled,
@@ -101,13 +102,8 @@ fn load_one(
     path: &Path,
 ) -> Result<Source, LoadError> {
     let _lock = store::lock(&layout.lock_dir, profile)?;
-    let source = if parser.cache_is_current(path) {
-        Source::Cache
-    } else {
-        Source::Compiled
-    };
     let mut txn = Txn::new();
-    install_profile(
+    let installed = install_profile(
         kernel,
         parser,
         &mut txn,
@@ -117,7 +113,11 @@ fn load_one(
         LoadWhen::Always,
     )?;
     txn.commit();
-    Ok(source)
+    Ok(if installed.from_cache {
+        Source::Cache
+    } else {
+        Source::Compiled
+    })
 }
 
 #[cfg(test)]

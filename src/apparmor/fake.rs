@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::kernel::{Kernel, SystemKernel};
+use super::kernel::{Kernel, Replaced, SystemKernel};
 use super::label::{Label, LabelError};
 use super::parser::{Parser, ParserError, SHIPPED_FEATURES};
 use super::securityfs::{mangle, KernelStatus, Root, SecurityfsError};
@@ -187,7 +187,10 @@ impl Kernel for FakeKernel {
         parser: &Parser,
         name: &str,
         profile: &Path,
-    ) -> Result<Option<String>, ParserError> {
+    ) -> Result<Replaced, ParserError> {
+        // What the system kernel would report: the cache is used when its
+        // record matches the inputs (this fake always compiles).
+        let from_cache = parser.cache_is_current(profile);
         let cache = match &parser.cache {
             Some(c) => format!(" --cache-loc {}", c.display()),
             None => String::new(),
@@ -217,10 +220,13 @@ impl Kernel for FakeKernel {
         self.mark_loaded(name, profile)
             .map_err(|e| rejected(format!("fake kernel: {e}")))?;
         // What it was compiled from, as the system kernel's load returns.
-        Ok(parser
-            .cache
-            .as_ref()
-            .and_then(|_| parser.inputs_digest(profile)))
+        Ok(Replaced {
+            inputs: parser
+                .cache
+                .as_ref()
+                .and_then(|_| parser.inputs_digest(profile)),
+            from_cache,
+        })
     }
 
     fn remove_profile(&self, name: &str) -> std::io::Result<bool> {

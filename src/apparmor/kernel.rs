@@ -25,15 +25,9 @@ pub trait Kernel: std::fmt::Debug {
     /// not there).
     fn profile_mode(&self, name: &str) -> std::io::Result<Option<String>>;
     /// Load or replace profile `name`, compiled by `parser` from the file
-    /// `profile`. Returns the digest of the inputs it was compiled from
-    /// ([`Parser::inputs_digest`], computed once per load), `None` when
-    /// the parser has no cache or the digest cannot be computed.
-    fn replace(
-        &self,
-        parser: &Parser,
-        name: &str,
-        profile: &Path,
-    ) -> Result<Option<String>, ParserError>;
+    /// `profile`: what was loaded, and whether it came from the cache.
+    fn replace(&self, parser: &Parser, name: &str, profile: &Path)
+        -> Result<Replaced, ParserError>;
     /// Unload profile `name`; `false` when it was not loaded.
     fn remove_profile(&self, name: &str) -> std::io::Result<bool>;
     /// Make policy namespace `ns`; `false` when it was already there.
@@ -53,6 +47,18 @@ pub trait Kernel: std::fmt::Debug {
     /// manages policy namespaces, and check that it took: true when this
     /// call closed it, false when it was closed (or absent) already.
     fn close_userns_policy(&self) -> Result<bool, UsernsPolicyError>;
+}
+
+/// What [`Kernel::replace`] loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaced {
+    /// The digest of the inputs the policy was compiled from
+    /// ([`Parser::inputs_digest`], computed once per load), `None` when
+    /// the parser has no cache or the digest cannot be computed.
+    pub inputs: Option<String>,
+    /// True when the policy came from the cache (written to the kernel
+    /// directly, or read by the parser) rather than compiled now.
+    pub from_cache: bool,
 }
 
 /// The running kernel (or, for tests, a directory tree laid out like it,
@@ -125,7 +131,7 @@ impl Kernel for SystemKernel {
         parser: &Parser,
         name: &str,
         profile: &Path,
-    ) -> Result<Option<String>, ParserError> {
+    ) -> Result<Replaced, ParserError> {
         let digest = parser
             .cache
             .as_ref()
@@ -142,7 +148,10 @@ impl Kernel for SystemKernel {
                 match load_policy(fs, &policy) {
                     Ok(()) => {
                         tracing::debug!("{name}: loaded the cached policy, inputs unchanged");
-                        return Ok(digest);
+                        return Ok(Replaced {
+                            inputs: digest,
+                            from_cache: true,
+                        });
                     }
                     Err(e) => tracing::debug!(
                         "{name}: the kernel refused the cached policy ({e}); compiling"
@@ -154,8 +163,11 @@ impl Kernel for SystemKernel {
             // older aa-virt names none), so the next load is direct.
             read_cache = false;
         }
-        parser.replace_digested(profile, digest.as_deref(), read_cache)?;
-        Ok(digest)
+        let from_cache = parser.replace_digested(profile, digest.as_deref(), read_cache)?;
+        Ok(Replaced {
+            inputs: digest,
+            from_cache,
+        })
     }
 
     fn remove_profile(&self, name: &str) -> std::io::Result<bool> {

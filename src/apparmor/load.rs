@@ -43,6 +43,8 @@ pub struct ProfileInstalled {
     pub was_loaded: bool,
     /// Was the profile loaded (or replaced) now.
     pub loaded: bool,
+    /// When loaded: did the policy come from the cache.
+    pub from_cache: bool,
 }
 
 /// Why [`install_profile`] failed.
@@ -91,14 +93,17 @@ pub fn install_profile(
             (l, l)
         }
     };
+    let mut from_cache = false;
     if load {
-        let inputs = kernel.replace(parser, name, profile)?;
-        super::freshness::record_load(kernel, parser, name, inputs.as_deref());
+        let r = kernel.replace(parser, name, profile)?;
+        super::freshness::record_load(kernel, parser, name, r.inputs.as_deref());
+        from_cache = r.from_cache;
     }
     Ok(ProfileInstalled {
         written,
         was_loaded,
         loaded: load,
+        from_cache,
     })
 }
 

@@ -18,7 +18,7 @@ pub mod userns_policy;
 
 pub use features::{ContainerMode, Features};
 pub use freshness::{freshness, Freshness};
-pub use kernel::{Kernel, SystemKernel};
+pub use kernel::{Kernel, Replaced, SystemKernel};
 pub use label::{process_label, Label, LabelError};
 pub use load::{install_profile, LoadError, LoadWhen, ProfileFile, ProfileInstalled};
 pub use parser::{Parser, ParserError};

@@ -189,15 +189,19 @@ impl Parser {
     /// afresh (and rewrites the cache). The record also names the cache
     /// file the parser wrote, for [`Parser::cached_policy`]. A crash
     /// between the two leaves no record, which only costs a compile.
+    ///
+    /// Gives true when the parser was let read a current cache entry
+    /// (it loads that policy without compiling), false when it compiled.
     pub fn replace_digested(
         &self,
         profile: &Path,
         digest: Option<&str>,
         read_cache: bool,
-    ) -> Result<(), ParserError> {
+    ) -> Result<bool, ParserError> {
         let mut c = self.command();
         c.arg("--replace").args(COMPILE_FLAGS);
         let mut stamp = None;
+        let mut from_cache = false;
         match &self.cache {
             Some(dir) => {
                 // The parser silently writes no cache into a directory
@@ -209,7 +213,8 @@ impl Parser {
                 let current = recorded
                     .as_deref()
                     .is_some_and(|r| Some(cache::recorded_inputs(r)) == digest);
-                if !read_cache || !current {
+                from_cache = read_cache && current;
+                if !from_cache {
                     c.arg("--skip-read-cache");
                 }
                 // Forget the old record first: it must never outlive a
@@ -237,7 +242,7 @@ impl Parser {
             }
             cache::write_record(&path, &record);
         }
-        Ok(())
+        Ok(from_cache)
     }
 
     /// The compiled policy in the cache for `profile`, when the record

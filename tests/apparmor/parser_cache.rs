@@ -166,11 +166,17 @@ fn unchanged_inputs_load_the_cached_policy_without_the_parser() {
     // load): they are made, so the parser caches this very first compile.
     assert!(!d.path().join("var/cache").exists());
     let first = k.replace(&p, "guest", &prof).unwrap();
-    assert_eq!(first, p.inputs_digest(&prof), "the load returns its digest");
+    assert_eq!(
+        first.inputs,
+        p.inputs_digest(&prof),
+        "the load returns its digest"
+    );
+    assert!(!first.from_cache, "a first load is compiled");
     assert_eq!(runs(), 1);
     assert!(replaced().is_empty(), "the parser loaded it");
     // Unchanged: the cached policy goes to the kernel, no parser.
-    assert_eq!(k.replace(&p, "guest", &prof).unwrap(), first);
+    let second = k.replace(&p, "guest", &prof).unwrap();
+    assert_eq!((second.inputs, second.from_cache), (first.inputs, true));
     assert_eq!(runs(), 1);
     assert!(!replaced().is_empty());
     assert_eq!(replaced(), cached());
@@ -178,7 +184,7 @@ fn unchanged_inputs_load_the_cached_policy_without_the_parser() {
     // A local/ rule added, then taken out again: compiled each time.
     std::fs::write(fs.join(".replace"), "").unwrap();
     std::fs::write(&local, "  /srv/probe r,\n").unwrap();
-    k.replace(&p, "guest", &prof).unwrap();
+    assert!(!k.replace(&p, "guest", &prof).unwrap().from_cache);
     std::fs::remove_file(&local).unwrap();
     k.replace(&p, "guest", &prof).unwrap();
     assert_eq!(cache_reads(d.path()), [false, false, false]);
@@ -186,7 +192,7 @@ fn unchanged_inputs_load_the_cached_policy_without_the_parser() {
 
     // A cache file changed behind aa-virt's back is never loaded.
     std::fs::write(recorded_cache_file(d.path()), b"not that policy").unwrap();
-    k.replace(&p, "guest", &prof).unwrap();
+    assert!(!k.replace(&p, "guest", &prof).unwrap().from_cache);
     assert_eq!(runs(), 4);
     assert!(replaced().is_empty());
     k.replace(&p, "guest", &prof).unwrap();
@@ -215,7 +221,7 @@ fn unchanged_inputs_load_the_cached_policy_without_the_parser() {
     std::fs::remove_dir(fs.join(".replace")).unwrap();
     std::fs::write(fs.join(".replace"), "").unwrap();
     std::fs::remove_file(fs.join("features/policy/set_load")).unwrap();
-    k.replace(&p, "guest", &prof).unwrap();
+    assert!(k.replace(&p, "guest", &prof).unwrap().from_cache);
     assert_eq!(cache_reads(d.path()).last(), Some(&true));
     assert!(replaced().is_empty());
 }
