@@ -11,6 +11,13 @@
 //! does not compile is reported and keeps running its previous policy (the
 //! kernel swaps a profile atomically or not at all).
 //!
+//! A container root loads is the exception: its profile is aa-virt's
+//! alone (rendered at each start from its config, aa-virt's template and
+//! its allowances), so it is rendered again and stored before the load, as
+//! its next start would. That applies a new aa-virt's container template
+//! without a restart. A user container's stored policy is what root
+//! enabled, and is loaded as it is.
+//!
 //! Guests are found the way `list` and `status` find them (libvirt domains
 //! of local URIs, LXC containers of the lxcpaths), plus any
 //! `libvirt-<uuid>` profile file whose domain libvirt did not list (the
@@ -20,13 +27,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::apparmor::{
-    install_profile, Kernel, KernelStatus, LoadError, LoadWhen, Parser, ParserError,
+    install_profile, Kernel, KernelStatus, LoadError, LoadWhen, Parser, ParserError, ProfileFile,
     SecurityfsError, SystemKernel,
 };
 use crate::guest::GuestKind;
 use crate::libvirt::naming;
 use crate::libvirt::profile::made_by_aa_virt;
 use crate::list::{self, ListError};
+use crate::lxc::profile::{render_current, RenderOptions};
+use crate::policy::Templates;
 use crate::store::{self, StoreError};
 
 /// Errors of `reload`; each names the guest and the profile file.
@@ -63,6 +72,15 @@ pub enum ReloadError {
         /// The parser's complaint.
         source: Box<ParserError>,
     },
+    /// A container's profile could not be rendered again; the kernel keeps
+    /// its previous policy.
+    #[error("container {guest}: not reloaded, its profile does not render: {source}")]
+    Render {
+        /// Container name.
+        guest: String,
+        /// Why.
+        source: Box<crate::lxc::LxcError>,
+    },
 }
 
 /// One aa-virt profile that may be reloaded.
@@ -78,6 +96,9 @@ pub struct Target {
     pub path: PathBuf,
     /// The kernel has it loaded.
     pub loaded: bool,
+    /// A container root loads: its lxcpath, to render its profile again
+    /// before the load. `None` for libvirt guests and user containers.
+    pub render_from: Option<PathBuf>,
 }
 
 /// What happened to one profile.
@@ -142,7 +163,7 @@ pub fn targets(
     // A libvirt guest's profile counts only when aa-virt made it: one that
     // libvirt's own helper wrote is libvirt's (and, its guest stopped,
     // does not compile without its `.files`).
-    let mut add = |guest: String, kind, profile: String, path: PathBuf| {
+    let mut add = |guest: String, kind, profile: String, path: PathBuf, render_from| {
         let ours = kind != GuestKind::Qemu || made_by_aa_virt(&path);
         if ours && path.is_file() && !out.contains_key(&profile) {
             let is_loaded = loaded.is_some_and(|l| l.mode(None, &profile).is_some());
@@ -154,13 +175,16 @@ pub fn targets(
                     profile,
                     path,
                     loaded: is_loaded,
+                    render_from,
                 },
             );
         }
     };
     for g in &report.guests {
         if let Some(s) = list::stale::profile_source(o, g, &o.parser) {
-            add(g.name.clone(), g.kind, s.profile, s.path);
+            let render_from = (g.kind == GuestKind::Lxc && g.privilege != Some("user"))
+                .then(|| PathBuf::from(&g.source));
+            add(g.name.clone(), g.kind, s.profile, s.path, render_from);
         }
     }
     // Profiles of domains libvirt did not list (daemon down, other URI).
@@ -178,6 +202,7 @@ pub fn targets(
                     GuestKind::Qemu,
                     name.clone(),
                     o.layout.profile_path(&name),
+                    None,
                 );
             }
         }
@@ -249,22 +274,56 @@ pub fn reload(opts: &ReloadOptions, guests: &[String]) -> Result<ReloadReport, R
         names.sort();
         names.iter().filter_map(|p| all.get(p)).collect()
     };
+    let mut render = None;
     for t in chosen {
         let outcome = if !t.loaded {
             ReloadOutcome::NotLoaded
         } else if opts.dry_run {
             ReloadOutcome::WouldReload
         } else {
-            replace(opts, kernel.as_ref(), t)
+            replace(opts, kernel.as_ref(), t, &mut render)
         };
         report.done.push((t.clone(), outcome));
     }
     Ok(report)
 }
 
+/// What rendering a container's profile needs, made at the first one.
+type RenderWith = Option<(Templates, RenderOptions)>;
+
+/// Container `t`'s profile rendered again, as its next start would store
+/// it (`None`: not aa-virt's to render, loaded from its file as it is).
+fn render_again(
+    opts: &ReloadOptions,
+    t: &Target,
+    with: &mut RenderWith,
+) -> Result<Option<String>, ReloadError> {
+    let Some(lxcpath) = &t.render_from else {
+        return Ok(None);
+    };
+    let err = |source: crate::lxc::LxcError| ReloadError::Render {
+        guest: t.guest.clone(),
+        source: Box::new(source),
+    };
+    if with.is_none() {
+        let templates = Templates::load(opts.list.templates.as_deref())
+            .map_err(|e| err(crate::lxc::LxcError::from(e)))?;
+        *with = Some((templates, crate::lxc::probe_options(&opts.parser)));
+    }
+    let (templates, ropts) = with.as_ref().expect("made above");
+    let ct = crate::lxc::Container::open(&t.guest, lxcpath).map_err(err)?;
+    let allow_dir = &opts.list.lxc_layout.allow_dir;
+    render_current(&ct, templates, *ropts, allow_dir).map_err(err)
+}
+
 /// Replace one profile under the guest's lock, with the parser and cache
 /// the helper and hooks use for that kind of guest.
-fn replace(opts: &ReloadOptions, kernel: &dyn Kernel, t: &Target) -> ReloadOutcome {
+fn replace(
+    opts: &ReloadOptions,
+    kernel: &dyn Kernel,
+    t: &Target,
+    render: &mut RenderWith,
+) -> ReloadOutcome {
     let o = &opts.list;
     let (lock_dir, parser, hint) = match t.kind {
         GuestKind::Qemu => (
@@ -295,7 +354,21 @@ fn replace(opts: &ReloadOptions, kernel: &dyn Kernel, t: &Target) -> ReloadOutco
             })
         }
     };
+    let text = match render_again(opts, t, render) {
+        Ok(text) => text,
+        Err(e) => return ReloadOutcome::Failed(e),
+    };
+    let files: Vec<ProfileFile> = text
+        .iter()
+        .map(|text| ProfileFile {
+            path: &t.path,
+            content: text.as_bytes(),
+            mode: 0o644,
+            create_only: false,
+        })
+        .collect();
     // A hook may have unloaded it (the guest stopped) while we waited.
+    // A load that fails puts the previous file back (the transaction).
     let mut txn = crate::store::Txn::new();
     let done = install_profile(
         kernel,
@@ -303,11 +376,14 @@ fn replace(opts: &ReloadOptions, kernel: &dyn Kernel, t: &Target) -> ReloadOutco
         &mut txn,
         &t.profile,
         &t.path,
-        &[],
+        &files,
         LoadWhen::IfLoaded,
     );
     match done {
-        Ok(d) if d.loaded => ReloadOutcome::Reloaded,
+        Ok(d) if d.loaded => {
+            txn.commit();
+            ReloadOutcome::Reloaded
+        }
         Ok(_) => ReloadOutcome::NotLoaded,
         Err(LoadError::Parser(source)) => ReloadOutcome::Failed(ReloadError::Replace {
             guest: t.guest.clone(),

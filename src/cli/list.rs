@@ -43,6 +43,7 @@ impl Targets {
         let config = aa_virt::config::Config::load(&self.config)?;
         let mut o = self.options();
         o.parser = config.parser();
+        o.templates = config.templates.clone();
         let moved = self.root.is_some()
             || std::env::var_os(aa_virt::lxc::ROOT_ENV).is_some_and(|v| !v.is_empty());
         if !moved {
@@ -126,7 +127,8 @@ pub struct ReloadArgs {
     /// LXC container directory (repeatable; default as for `list`).
     #[arg(short = 'P', long = "lxcpath", value_name = "DIR")]
     pub lxcpath: Vec<PathBuf>,
-    /// Configuration file (its parser and cache directory are used).
+    /// Configuration file (its parser, cache directory and templates are
+    /// used).
     #[arg(long, env = "AA_VIRT_CONFIG", value_name = "FILE", default_value = aa_virt::config::DEFAULT_PATH)]
     pub config: PathBuf,
 }

@@ -98,8 +98,15 @@ pub struct ProfileArgs {
     pub check: bool,
 }
 
+/// The templates containers are rendered with: `--templates`, else the
+/// configuration's `templates`, else the built-in ones (the hooks resolve
+/// them the same way, so root's commands render what a start renders).
 fn templates(dir: Option<&std::path::Path>) -> Result<Templates, CliError> {
-    Ok(Templates::load(dir)?)
+    if dir.is_some() {
+        return Ok(Templates::load(dir)?);
+    }
+    let cfg = aa_virt::config::Config::load(&aa_virt::config::Config::default_path())?;
+    Ok(Templates::load(cfg.templates.as_deref())?)
 }
 
 /// Run `aa-virt lxc ...`.
@@ -277,8 +284,12 @@ pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32
         Ok(e) => e,
         Err(e) => return fail(None, e.to_string()),
     };
-    let templates = match Templates::load(templates_dir) {
-        Ok(t) => t,
+    // The same configuration file as the libvirt hook: `fail = "open"`
+    // allows unconfined containers as it allows unconfined VMs. A file that
+    // does not parse fails the start (closed), naming the file and line.
+    let cfg_path = aa_virt::config::Config::default_path();
+    let cfg = match aa_virt::config::Config::load(&cfg_path) {
+        Ok(c) => c,
         Err(e) => {
             return fail(
                 Some(&env),
@@ -286,12 +297,9 @@ pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32
             )
         }
     };
-    // The same configuration file as the libvirt hook: `fail = "open"`
-    // allows unconfined containers as it allows unconfined VMs. A file that
-    // does not parse fails the start (closed), naming the file and line.
-    let cfg_path = aa_virt::config::Config::default_path();
-    let cfg = match aa_virt::config::Config::load(&cfg_path) {
-        Ok(c) => c,
+    let dir = templates_dir.or(cfg.templates.as_deref());
+    let templates = match Templates::load(dir) {
+        Ok(t) => t,
         Err(e) => {
             return fail(
                 Some(&env),

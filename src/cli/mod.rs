@@ -95,7 +95,8 @@ pub enum Command {
     /// LXC containers: enable or disable confinement, show a container's profile.
     Lxc(lxc::LxcArgs),
     /// Reload running guests' policy from the profile files on disk (after
-    /// editing /etc/apparmor.d/local/ or upgrading the abstraction).
+    /// editing /etc/apparmor.d/local/ or upgrading the abstraction); a
+    /// running container's profile is rendered again first (a new template).
     Reload(ReloadArgs),
     /// AppArmor denials (and complain-mode ALLOWED records) per guest, folded, each traced to its device or to the narrowest fix.
     Denials(denials::DenialsArgs),

@@ -384,6 +384,7 @@ mod tests {
             log: LogChoice::Off,
             parser: crate::apparmor::Parser::new(),
             staleness: true,
+            templates: None,
         };
         let kernel = KernelFacts::read(&opts.root);
         let summary = denials::Summary::default();

@@ -83,6 +83,10 @@ pub struct ListOptions {
     /// one walk of its includes per running guest. Callers that only need
     /// the guests (`reload`, `check`) turn it off.
     pub staleness: bool,
+    /// The templates directory the hooks render with (`--templates`;
+    /// `None`: the built-in ones), to tell a container whose profile
+    /// renders differently now.
+    pub templates: Option<PathBuf>,
 }
 
 impl ListOptions {
@@ -114,6 +118,7 @@ impl ListOptions {
             log: LogChoice::Auto,
             parser: crate::apparmor::Parser::new(),
             staleness: true,
+            templates: None,
         }
     }
 }

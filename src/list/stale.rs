@@ -2,6 +2,12 @@
 //! policy on disk ([`crate::apparmor::freshness`])? A package upgrade that
 //! changed an abstraction, or an admin's edit of a `local/` file, leaves a
 //! running guest on its old policy until `aa-virt reload`; this says so.
+//!
+//! A container's profile is rendered at each start from its config and
+//! aa-virt's built-in template, so a new aa-virt with a changed template (or
+//! an edited config, or a changed allowance not yet applied) leaves the
+//! stored file as it was: for a container root loads, the profile is also
+//! rendered now and compared with the stored one.
 
 use std::path::PathBuf;
 
@@ -9,7 +15,9 @@ use super::{GuestRow, ListOptions, ListReport};
 use crate::apparmor::{self, freshness, Freshness, Parser, SystemKernel};
 use crate::guest::GuestKind;
 use crate::libvirt::conn;
+use crate::lxc::profile::{render_current, RenderOptions};
 use crate::policy::files::written_by_aa_virt;
+use crate::policy::Templates;
 
 /// Where a listed guest's aa-virt profile comes from.
 #[derive(Debug, Clone)]
@@ -56,6 +64,7 @@ pub fn assess(opts: &ListOptions, report: &mut ListReport) {
         return;
     }
     let kernel = apparmor::select(SystemKernel::at(opts.root.clone()));
+    let mut render = RenderCtx::default();
     for g in report.guests.iter_mut().filter(|g| g.loaded == Some(true)) {
         let Some(src) = profile_source(opts, g, base).filter(|s| s.path.is_file()) else {
             continue;
@@ -65,18 +74,71 @@ pub fn assess(opts: &ListOptions, report: &mut ListReport) {
         if g.kind == GuestKind::Qemu && !written_by_aa_virt(&opts.layout.files_path(&src.profile)) {
             continue;
         }
-        let Some(f) = freshness(kernel.as_ref(), &src.parser, &src.profile, &src.path) else {
+        let Some(mut f) = freshness(kernel.as_ref(), &src.parser, &src.profile, &src.path) else {
             continue;
         };
+        if f == Freshness::Current && g.kind == GuestKind::Lxc {
+            if let Some(why) = lxc_drift(opts, g, &src, &mut render) {
+                f = Freshness::Stale(why);
+            }
+        }
         if let Freshness::Stale(why) = &f {
             g.problems.push(format!(
-                "profile {} is stale: {why}; `aa-virt reload {}` applies the policy on disk",
+                "profile {} is stale: {why}; `aa-virt reload {}` loads the current policy",
                 src.profile, g.name
             ));
         }
         g.stale = Some(f != Freshness::Current);
         g.policy = Some(f.describe());
     }
+}
+
+/// What rendering a container's profile needs, made once per `list`.
+#[derive(Default)]
+struct RenderCtx {
+    made: Option<Option<(Templates, RenderOptions)>>,
+}
+
+impl RenderCtx {
+    fn get(&mut self, opts: &ListOptions) -> Option<&(Templates, RenderOptions)> {
+        self.made
+            .get_or_insert_with(|| {
+                let t = Templates::load(opts.templates.as_deref())
+                    .map_err(|e| tracing::debug!("templates for the drift check: {e}"))
+                    .ok()?;
+                Some((t, crate::lxc::probe_options(&opts.parser)))
+            })
+            .as_ref()
+    }
+}
+
+/// Why the profile a root load of container `g` would store now differs
+/// from the stored one, or `None` when it does not (or cannot be told).
+/// A user container is skipped: its policy is what root enabled, whatever
+/// the user's config says now.
+fn lxc_drift(
+    opts: &ListOptions,
+    g: &GuestRow,
+    src: &ProfileSource,
+    render: &mut RenderCtx,
+) -> Option<String> {
+    if g.privilege == Some("user") {
+        return None;
+    }
+    let (templates, ropts) = render.get(opts)?;
+    let ct = crate::lxc::Container::open(&g.name, std::path::Path::new(&g.source)).ok()?;
+    let now = match render_current(&ct, templates, *ropts, &opts.lxc_layout.allow_dir) {
+        Ok(now) => now?,
+        Err(e) => {
+            return Some(format!(
+                "its profile no longer renders from its config ({e})"
+            ))
+        }
+    };
+    let stored = std::fs::read_to_string(&src.path).ok()?;
+    (now != stored).then(|| {
+        "its profile renders differently now (aa-virt's container template, its config or its allowances changed since it was loaded)".to_string()
+    })
 }
 
 impl ListReport {
@@ -117,6 +179,7 @@ mod tests {
             log: LogChoice::Off,
             parser: Parser::new(),
             staleness: false,
+            templates: None,
         };
         let mut g = GuestRow::new(
             "vm",

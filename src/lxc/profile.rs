@@ -318,6 +318,22 @@ pub fn render_stored(
     render_with(ct, mode, templates, opts, &allowances)
 }
 
+/// The profile a root load of the container would store now: rendered
+/// from its config, aa-virt's template and its stored allowances, in the
+/// mode its config's label names. `None` when its config carries no
+/// aa-virt label (aa-virt does not manage it).
+pub fn render_current(
+    ct: &Container,
+    templates: &Templates,
+    opts: RenderOptions,
+    allow_dir: &Path,
+) -> Result<Option<String>, LxcError> {
+    let Some(mode) = ct.label().and_then(|e| ct.names().mode_of(&e.value)) else {
+        return Ok(None);
+    };
+    render_stored(ct, mode, templates, opts, allow_dir).map(|r| Some(r.text))
+}
+
 /// Render a container's profile from its configuration alone (no stored
 /// allowances).
 pub fn render(

@@ -252,6 +252,81 @@ fn real_containers_stacked_labels_and_check() {
     reload(&[]);
     let o = run(&["--check"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    // reload rendered the container's profile again (the hand-written
+    // file is gone), as its next start would.
+    let rendered = std::fs::read_to_string(&pfile).unwrap();
+    assert!(!rendered.contains("  capability chown,\n"), "{rendered}");
+    assert!(
+        rendered.contains(&format!("change_profile -> \":{ns}:")),
+        "{rendered}"
+    );
+
+    // A new container template (here the configuration's `templates`,
+    // as an upgraded aa-virt's built-in one would be): the stored file
+    // and the kernel agree, yet the profile renders differently now. That
+    // is stale, and reload applies the new template without a restart.
+    let tpl = d.path().join("templates");
+    std::fs::create_dir_all(tpl.join("lxc")).unwrap();
+    let builtin =
+        std::fs::read_to_string(crate::common::repo().join("templates/lxc/container.hbs")).unwrap();
+    std::fs::write(
+        tpl.join("lxc/container.hbs"),
+        format!("{builtin}# changed by the new template\n"),
+    )
+    .unwrap();
+    let cfg = d.path().join("aa-virt.toml");
+    std::fs::write(&cfg, format!("templates = \"{}\"\n", tpl.display())).unwrap();
+    let with_cfg = |a: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend(a);
+        aa_virt_env(&sys, &args, &[("AA_VIRT_CONFIG", cfg.to_str().unwrap())])
+    };
+    let o = with_cfg(&["--check"]);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    assert!(
+        err(&o).contains("stale policy: web (lxc,") && err(&o).contains("renders differently now"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    assert_eq!(
+        run(&["--check"]).status.code(),
+        Some(0),
+        "the old template: current"
+    );
+    let o = aa_virt_env(
+        &sys,
+        &["reload", "-P", &lxcpath, "web"],
+        &[
+            ("AA_VIRT_ROOT", pol.to_str().unwrap()),
+            ("AA_VIRT_CONFIG", cfg.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(std::fs::read_to_string(&pfile)
+        .unwrap()
+        .ends_with("# changed by the new template\n"));
+    let o = with_cfg(&["--check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    // A template that no longer renders: reload fails naming the
+    // container, and the stored file and the kernel keep the previous one.
+    std::fs::write(tpl.join("lxc/container.hbs"), "{{#if}}\n").unwrap();
+    let before = std::fs::read_to_string(&pfile).unwrap();
+    let o = aa_virt_env(
+        &sys,
+        &["reload", "-P", &lxcpath, "web"],
+        &[
+            ("AA_VIRT_ROOT", pol.to_str().unwrap()),
+            ("AA_VIRT_CONFIG", cfg.to_str().unwrap()),
+        ],
+    );
+    assert_ne!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(
+        err(&o).contains("container web: not reloaded"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&pfile).unwrap(), before);
     std::fs::remove_file(aa.join(aa_virt::apparmor::fake::MARKER)).unwrap();
 
     // A stack reported as mixed (the host profile in complain mode).
@@ -292,7 +367,13 @@ fn real_containers_stacked_labels_and_check() {
     let o = aa_virt(&sys, &status);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let s: Value = serde_json::from_str(&out(&o)).unwrap();
-    assert_eq!(s["rules"].as_array().unwrap().len(), 4);
+    // The rules of the profile reload rendered, as `list` counts them.
+    let listed = guest(&check_schema(&out(&run(&["--json"]))), "web")["rules"].clone();
+    assert_eq!(
+        s["rules"].as_array().unwrap().len() as u64,
+        listed.as_u64().unwrap()
+    );
+    assert!(listed.as_u64().unwrap() > 4, "{listed}");
     assert_eq!(s["rules_from"], pfile.display().to_string());
     assert_eq!(s["denials"].as_array().unwrap().len(), 2);
 }

@@ -12,7 +12,8 @@
 # `aa-virt reload` replaces its policy in place (same pid, new hash, the new
 # rule in force); `list --check` passes again; profiles, .files, the
 # allowance, local/ and the configuration are all still there. The
-# container's policy includes nothing the package ships, so it is not stale.
+# container's policy includes nothing the package ships, so it is not stale;
+# a changed container template makes it stale, and reload applies it in place.
 
 . "$SUITE_DIR/busybox-container.sh"
 DEBS=$SHARE/debs
@@ -144,3 +145,34 @@ assert_eq "kernel: the allowance is still in force" allowed "$(in_guest cat "$AL
 assert_eq "kernel: the local/ rule is still in force" local "$(in_guest cat "$LOCAL" 2>&1)"
 assert_eq "c1 runs on, same pid" "$cpid" "$(lxc-info -P "$lp" -n c1 -p -H)"
 assert_ok "list --check passes after reload" aa-virt list -P "$lp" -c qemu:///system --check --no-denials
+
+# --- a new container template ---------------------------------------------------
+# A container's profile is rendered from aa-virt's template at each start, so
+# an aa-virt with a changed template leaves the stored file as it was. Here
+# the configuration's `templates` stands in for a new built-in template: one
+# more deny rule. c1's stored file and the kernel still agree, yet its profile
+# renders differently now: list calls c1 stale, and reload renders and loads
+# it into the running container (same pid), where the kernel enforces it.
+TPL=/etc/aa-virt/aavt-templates
+on_exit rm -rf "$TPL"
+mkdir -p "$TPL/lxc"
+awk '/^}$/ { print "  # added by case 75: a changed container template"; print "  deny /aavt-template-probe r," } { print }' \
+    "$SHARE/templates/lxc/container.hbs" > "$TPL/lxc/container.hbs"
+assert_contains "the changed template has the new rule" "$(cat "$TPL/lxc/container.hbs")" "deny /aavt-template-probe r,"
+echo probe > "$lp/c1/rootfs/aavt-template-probe"
+cat_in_c1() { lxc-attach -P "$lp" -n c1 -- cat /aavt-template-probe; }
+assert_eq "c1 reads the probe under the old template's policy" probe "$(cat_in_c1 2>&1)"
+echo "templates = \"$TPL\"" >> /etc/aa-virt/aa-virt.toml
+assert_fails "list --check: c1's profile renders differently now" \
+    aa-virt list -P "$lp" -c qemu:///system --check --no-denials
+assert_eq "--check exits 4 (stale)" 4 "$LAST_RC"
+assert_contains "--check names c1 and why" "$LAST_OUT" "renders differently now"
+assert_contains "--check names c1" "$LAST_OUT" "stale policy: c1"
+assert_eq "c1 still reads the probe: nothing reloaded yet" probe "$(cat_in_c1 2>&1)"
+assert_ok "aa-virt reload c1" aa-virt reload -P "$lp" c1
+note "reload: $(printf '%s' "$LAST_OUT" | tr '\n' ';')"
+assert_eq "c1 runs on, same pid, after the template reload" "$cpid" "$(lxc-info -P "$lp" -n c1 -p -H)"
+assert_eq "kernel: c1's init keeps its label" "$clabel" "$(aa_label "$cpid")"
+assert_denied "kernel: the new template's deny rule is in force in the running c1" cat_in_c1
+assert_ok "list --check passes after the template reload" aa-virt list -P "$lp" -c qemu:///system --check --no-denials
+sed -i "\|^templates = \"$TPL\"|d" /etc/aa-virt/aa-virt.toml
