@@ -288,20 +288,22 @@ fn real_containers_stacked_labels_and_check() {
         "{}",
         err(&o)
     );
-    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
     assert_eq!(
         run(&["--check"]).status.code(),
         Some(0),
         "the old template: current"
     );
-    let o = aa_virt_env(
-        &sys,
-        &["reload", "-P", &lxcpath, "web"],
-        &[
-            ("AA_VIRT_ROOT", pol.to_str().unwrap()),
-            ("AA_VIRT_CONFIG", cfg.to_str().unwrap()),
-        ],
-    );
+    let reload_cfg = || {
+        aa_virt_env(
+            &sys,
+            &["reload", "-P", &lxcpath, "web"],
+            &[
+                ("AA_VIRT_ROOT", pol.to_str().unwrap()),
+                ("AA_VIRT_CONFIG", cfg.to_str().unwrap()),
+            ],
+        )
+    };
+    let o = reload_cfg();
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert!(std::fs::read_to_string(&pfile)
         .unwrap()
@@ -312,14 +314,7 @@ fn real_containers_stacked_labels_and_check() {
     // container, and the stored file and the kernel keep the previous one.
     std::fs::write(tpl.join("lxc/container.hbs"), "{{#if}}\n").unwrap();
     let before = std::fs::read_to_string(&pfile).unwrap();
-    let o = aa_virt_env(
-        &sys,
-        &["reload", "-P", &lxcpath, "web"],
-        &[
-            ("AA_VIRT_ROOT", pol.to_str().unwrap()),
-            ("AA_VIRT_CONFIG", cfg.to_str().unwrap()),
-        ],
-    );
+    let o = reload_cfg();
     assert_ne!(o.status.code(), Some(0), "{}", err(&o));
     assert!(
         err(&o).contains("container web: not reloaded"),
