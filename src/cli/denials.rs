@@ -344,12 +344,14 @@ fn follow(source: Option<&LogSource>, catalog: &Catalog, filter: &Filter) -> Res
             f.seek(std::io::SeekFrom::End(0))?;
             let mut line = String::new();
             loop {
-                line.clear();
-                if f.read_line(&mut line)? == 0 {
+                // `read_line` appends: half a line (its writer has not
+                // finished it) stays in `line` until the rest arrives.
+                if f.read_line(&mut line)? == 0 || !line.ends_with('\n') {
                     std::thread::sleep(std::time::Duration::from_millis(500));
                     continue;
                 }
                 show(line.trim_end());
+                line.clear();
             }
         }
         None => return Err("no log to follow".into()),

@@ -267,7 +267,9 @@ fn hook_log(env: Option<&HookEnv>, line: &str) {
         .append(true)
         .open(path)
     {
-        let _ = writeln!(f, "{t} {n} {line}");
+        // One write: hooks of several containers may log at once, and
+        // `writeln!` would let their lines interleave.
+        let _ = f.write_all(format!("{t} {n} {line}\n").as_bytes());
     }
 }
 

@@ -288,7 +288,12 @@ fn follow_prints_new_records() {
         .append(true)
         .open(&logf)
         .unwrap();
-    writeln!(f, r#"type=AVC msg=audit(1733300300.000:300): apparmor="DENIED" operation="open" class="file" profile="{PROFILE}" name="/srv/late.img" pid=1 comm="qemu-system-x86" requested_mask="r" denied_mask="r" fsuid=64055 ouid=64055"#).unwrap();
+    // The first record arrives in two writes, the follower's poll between
+    // them: it must wait for the rest of the line, not show half of it.
+    write!(f, r#"type=AVC msg=audit(1733300300.000:300): apparmor="DENIED" operation="open" class="file" profile="{PROFILE}" "#).unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    writeln!(f, r#"name="/srv/late.img" pid=1 comm="qemu-system-x86" requested_mask="r" denied_mask="r" fsuid=64055 ouid=64055"#).unwrap();
     writeln!(f, r#"type=AVC msg=audit(1733300301.000:301): apparmor="DENIED" operation="open" class="file" profile="/usr/sbin/ntpd" name="/x" pid=2 comm="ntpd" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#).unwrap();
     drop(f);
     let mut line = String::new();
