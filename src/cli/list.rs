@@ -157,9 +157,16 @@ pub fn cmd_reload(a: &ReloadArgs) -> Result<i32, CliError> {
     }
     for (t, o) in &rep.done {
         let (g, p, f) = (&t.guest, &t.profile, t.path.display());
+        let how = if t.render_from.is_some() {
+            " (rendered again)"
+        } else {
+            ""
+        };
         match o {
-            ReloadOutcome::Reloaded => tracing::info!("guest {g}: reloaded {p} from {f}"),
-            ReloadOutcome::WouldReload => tracing::info!("guest {g}: would reload {p} from {f}"),
+            ReloadOutcome::Reloaded => tracing::info!("guest {g}: reloaded {p} from {f}{how}"),
+            ReloadOutcome::WouldReload => {
+                tracing::info!("guest {g}: would reload {p} from {f}{how}")
+            }
             ReloadOutcome::NotLoaded => tracing::info!(
                 "guest {g}: {p} is not loaded, left alone (it loads at the guest's next start)"
             ),
