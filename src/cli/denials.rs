@@ -334,6 +334,7 @@ fn follow(source: Option<&LogSource>, catalog: &Catalog, filter: &Filter) -> Res
                 .stdout(std::process::Stdio::piped())
                 .spawn()?;
             let out = child.stdout.take().ok_or("journalctl gave no output")?;
+            eprintln!("aa-virt: following the journal (Ctrl-C to stop)");
             for line in std::io::BufReader::new(out).lines() {
                 show(&line?);
             }
@@ -342,6 +343,9 @@ fn follow(source: Option<&LogSource>, catalog: &Catalog, filter: &Filter) -> Res
         Some(LogSource::Audit(p) | LogSource::Kernel(p) | LogSource::File(p)) => {
             let mut f = std::io::BufReader::new(std::fs::File::open(p)?);
             f.seek(std::io::SeekFrom::End(0))?;
+            // From here on every appended record is shown (scripts and
+            // tests wait for this line before they expect any).
+            eprintln!("aa-virt: following {} (Ctrl-C to stop)", p.display());
             let mut line = String::new();
             loop {
                 // `read_line` appends: half a line (its writer has not

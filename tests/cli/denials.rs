@@ -278,12 +278,19 @@ fn follow_prints_new_records() {
         .arg("--root")
         .arg(root)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    // Give it time to reach the end of the file, then append.
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Append only once it says it follows the end of the file (a fixed
+    // sleep loses the record on a slow machine).
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.starts_with("aa-virt: following ") {
+        said.clear();
+        assert!(err.read_line(&mut said).unwrap() > 0, "no 'following' line");
+    }
+    assert!(said.contains(&logf.display().to_string()), "{said}");
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&logf)

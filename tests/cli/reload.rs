@@ -367,7 +367,10 @@ fn reloads_an_lxc_container_with_its_own_cache_and_lock() {
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert_eq!(e.replaced(), vec![file.clone()], "{err}");
     assert!(err.contains("guest ct1: reloaded"), "{err}");
-    assert!(err.contains("(rendered again)"), "a container is rendered again: {err}");
+    assert!(
+        err.contains("(rendered again)"),
+        "a container is rendered again: {err}"
+    );
     let log = e.k.calls().join("\n");
     assert!(
         log.contains(&format!("--cache-loc {}", lxc_layout.cache_dir.display())),
