@@ -188,9 +188,11 @@ impl Kernel for FakeKernel {
         name: &str,
         profile: &Path,
     ) -> Result<Replaced, ParserError> {
-        // What the system kernel would report: the cache is used when its
-        // record matches the inputs (this fake always compiles).
-        let from_cache = parser.cache_is_current(profile);
+        // What it is compiled from, as the system kernel's load returns;
+        // and what that kernel would report: the cache is used when its
+        // record matches those inputs (this fake always compiles).
+        let inputs = parser.load_digest(profile);
+        let from_cache = parser.cache_matches(profile, inputs.as_deref());
         let cache = match &parser.cache {
             Some(c) => format!(" --cache-loc {}", c.display()),
             None => String::new(),
@@ -219,14 +221,7 @@ impl Kernel for FakeKernel {
         })?;
         self.mark_loaded(name, profile)
             .map_err(|e| rejected(format!("fake kernel: {e}")))?;
-        // What it was compiled from, as the system kernel's load returns.
-        Ok(Replaced {
-            inputs: parser
-                .cache
-                .as_ref()
-                .and_then(|_| parser.inputs_digest(profile)),
-            from_cache,
-        })
+        Ok(Replaced { inputs, from_cache })
     }
 
     fn remove_profile(&self, name: &str) -> std::io::Result<bool> {

@@ -132,10 +132,7 @@ impl Kernel for SystemKernel {
         name: &str,
         profile: &Path,
     ) -> Result<Replaced, ParserError> {
-        let digest = parser
-            .cache
-            .as_ref()
-            .and_then(|_| parser.inputs_digest(profile));
+        let digest = parser.load_digest(profile);
         let mut read_cache = true;
         // Only a kernel that takes a whole policy set in one write
         // (`set_load`) is written to directly, as the parser does.

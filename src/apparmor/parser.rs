@@ -167,10 +167,7 @@ impl Parser {
     /// the digest of the inputs it was compiled from (see
     /// [`Parser::replace_digested`]), `None` without a cache.
     pub fn replace(&self, profile: &Path) -> Result<Option<String>, ParserError> {
-        let digest = self
-            .cache
-            .as_ref()
-            .and_then(|_| self.inputs_digest(profile));
+        let digest = self.load_digest(profile);
         self.replace_digested(profile, digest.as_deref(), true)?;
         Ok(digest)
     }
@@ -209,11 +206,7 @@ impl Parser {
                 let _ = std::fs::create_dir_all(dir);
                 c.arg("--write-cache").arg("--cache-loc").arg(dir);
                 let path = cache::record_path(dir, profile);
-                let recorded = std::fs::read_to_string(&path).ok();
-                let current = recorded
-                    .as_deref()
-                    .is_some_and(|r| Some(cache::recorded_inputs(r)) == digest);
-                from_cache = read_cache && current;
+                from_cache = read_cache && self.cache_matches(profile, digest);
                 if !from_cache {
                     c.arg("--skip-read-cache");
                 }
@@ -276,20 +269,24 @@ impl Parser {
         Some(id)
     }
 
-    /// Would [`Parser::replace`] let the parser read the cache for
-    /// `profile`: there is a cache, and the record of what its entry was
-    /// compiled from matches the files on disk now.
-    pub fn cache_is_current(&self, profile: &Path) -> bool {
-        let Some(dir) = &self.cache else {
+    /// The digest a load of `profile` records ([`Parser::inputs_digest`]),
+    /// computed once per load; `None` without a cache (nothing records it).
+    pub fn load_digest(&self, profile: &Path) -> Option<String> {
+        self.cache
+            .as_ref()
+            .and_then(|_| self.inputs_digest(profile))
+    }
+
+    /// Does the record beside the cache say that `profile`'s cache entry
+    /// was compiled from inputs with digest `digest` ([`Parser::inputs_digest`])?
+    /// Only then may the parser read that entry. False without a cache,
+    /// a record or a digest.
+    pub fn cache_matches(&self, profile: &Path, digest: Option<&str>) -> bool {
+        let (Some(dir), Some(digest)) = (&self.cache, digest) else {
             return false;
         };
-        match (
-            std::fs::read_to_string(cache::record_path(dir, profile)),
-            self.inputs_digest(profile),
-        ) {
-            (Ok(recorded), Some(now)) => cache::recorded_inputs(&recorded) == now,
-            _ => false,
-        }
+        std::fs::read_to_string(cache::record_path(dir, profile))
+            .is_ok_and(|r| cache::recorded_inputs(&r) == digest)
     }
 
     /// The digest of what `profile` is compiled from: aa-virt's own walk of
