@@ -173,6 +173,18 @@ pub fn create_once(path: &Path, content: &[u8], mode: u32) -> Result<bool, Store
     }
 }
 
+/// Append `line` and a newline to `path` (created when missing) in one
+/// `O_APPEND` write, so that it lands whole even when several processes or
+/// threads append at once: `writeln!` writes the text and the newline
+/// separately, and those interleave.
+pub fn append_line(path: &Path, line: &str) -> io::Result<()> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(format!("{line}\n").as_bytes())
+}
+
 /// Remove a file; a file that is already gone is fine.
 pub fn remove(path: &Path) -> Result<bool, StoreError> {
     match fs::remove_file(path) {

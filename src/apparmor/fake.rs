@@ -74,17 +74,8 @@ impl FakeKernel {
     }
 
     fn record(&self, line: &str) {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-        {
-            // One write per line: with O_APPEND it lands whole, even when
-            // threads (boot-load's) record at once; `writeln!` writes the
-            // line and its newline separately, and they interleave.
-            let _ = f.write_all(format!("{line}\n").as_bytes());
-        }
+        // Boot-load's threads and concurrent helpers record at once.
+        let _ = crate::store::append_line(&self.log_path(), line);
     }
 
     /// Every recorded call, oldest first: `replace NAME PATH` (with
@@ -138,11 +129,8 @@ impl FakeKernel {
         let text = std::fs::read_to_string(&list)?;
         let prefix = format!("{name} (");
         if !text.lines().any(|l| l.starts_with(&prefix)) {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().append(true).open(&list)?;
-            // One write, as in `record`: 64 helpers load at once, and
-            // `writeln!` would let their names and newlines interleave.
-            f.write_all(format!("{name} (enforce)\n").as_bytes())?;
+            // 64 helpers may load at once.
+            crate::store::append_line(&list, &format!("{name} (enforce)"))?;
         }
         let mut files = profile.as_os_str().to_owned();
         files.push(".files");

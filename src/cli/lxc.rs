@@ -1,7 +1,6 @@
 //! The `aa-virt lxc ...` and `aa-virt hook lxc` commands (wired up in
 //! [`super`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -262,15 +261,8 @@ fn hook_log(env: Option<&HookEnv>, line: &str) {
     let (t, n) = env
         .map(|e| (e.hook_type.as_str(), e.name.as_str()))
         .unwrap_or(("?", "?"));
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        // One write: hooks of several containers may log at once, and
-        // `writeln!` would let their lines interleave.
-        let _ = f.write_all(format!("{t} {n} {line}\n").as_bytes());
-    }
+    // Hooks of several containers may log at once.
+    let _ = aa_virt::store::append_line(Path::new(&path), &format!("{t} {n} {line}"));
 }
 
 /// Run `aa-virt hook lxc [NAME lxc HOOKTYPE ...]`. Failures are printed on
