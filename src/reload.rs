@@ -24,7 +24,7 @@
 //! daemon may be down while QEMU runs on).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::apparmor::{
     install_profile, Kernel, KernelStatus, LoadError, LoadWhen, Parser, ParserError, ProfileFile,
@@ -34,8 +34,7 @@ use crate::guest::GuestKind;
 use crate::libvirt::naming;
 use crate::libvirt::profile::made_by_aa_virt;
 use crate::list::{self, ListError};
-use crate::lxc::profile::{render_current, RenderOptions};
-use crate::policy::Templates;
+use crate::lxc::profile::Rerender;
 use crate::store::{self, StoreError};
 
 /// Errors of `reload`; each names the guest and the profile file.
@@ -182,8 +181,7 @@ pub fn targets(
     };
     for g in &report.guests {
         if let Some(s) = list::stale::profile_source(o, g, &o.parser) {
-            let render_from = (g.kind == GuestKind::Lxc && g.privilege != Some("user"))
-                .then(|| PathBuf::from(&g.source));
+            let render_from = g.rendered_by_root().then(|| PathBuf::from(&g.source));
             add(g.name.clone(), g.kind, s.profile, s.path, render_from);
         }
     }
@@ -274,7 +272,7 @@ pub fn reload(opts: &ReloadOptions, guests: &[String]) -> Result<ReloadReport, R
         names.sort();
         names.iter().filter_map(|p| all.get(p)).collect()
     };
-    let mut render = None;
+    let mut render = Rerender::new(opts.list.templates.as_deref(), &opts.parser);
     for t in chosen {
         let outcome = if !t.loaded {
             ReloadOutcome::NotLoaded
@@ -288,32 +286,22 @@ pub fn reload(opts: &ReloadOptions, guests: &[String]) -> Result<ReloadReport, R
     Ok(report)
 }
 
-/// What rendering a container's profile needs, made at the first one.
-type RenderWith = Option<(Templates, RenderOptions)>;
-
 /// Container `t`'s profile rendered again, as its next start would store
 /// it (`None`: not aa-virt's to render, loaded from its file as it is).
 fn render_again(
-    opts: &ReloadOptions,
     t: &Target,
-    with: &mut RenderWith,
+    allow_dir: &Path,
+    render: &mut Rerender,
 ) -> Result<Option<String>, ReloadError> {
     let Some(lxcpath) = &t.render_from else {
         return Ok(None);
     };
-    let err = |source: crate::lxc::LxcError| ReloadError::Render {
-        guest: t.guest.clone(),
-        source: Box::new(source),
-    };
-    if with.is_none() {
-        let templates = Templates::load(opts.list.templates.as_deref())
-            .map_err(|e| err(crate::lxc::LxcError::from(e)))?;
-        *with = Some((templates, crate::lxc::probe_options(&opts.parser)));
-    }
-    let (templates, ropts) = with.as_ref().expect("made above");
-    let ct = crate::lxc::Container::open(&t.guest, lxcpath).map_err(err)?;
-    let allow_dir = &opts.list.lxc_layout.allow_dir;
-    render_current(&ct, templates, *ropts, allow_dir).map_err(err)
+    crate::lxc::Container::open(&t.guest, lxcpath)
+        .and_then(|ct| render.render(&ct, allow_dir))
+        .map_err(|source| ReloadError::Render {
+            guest: t.guest.clone(),
+            source: Box::new(source),
+        })
 }
 
 /// Replace one profile under the guest's lock, with the parser and cache
@@ -322,7 +310,7 @@ fn replace(
     opts: &ReloadOptions,
     kernel: &dyn Kernel,
     t: &Target,
-    render: &mut RenderWith,
+    render: &mut Rerender,
 ) -> ReloadOutcome {
     let o = &opts.list;
     let (lock_dir, parser, hint) = match t.kind {
@@ -354,19 +342,16 @@ fn replace(
             })
         }
     };
-    let text = match render_again(opts, t, render) {
+    let text = match render_again(t, &o.lxc_layout.allow_dir, render) {
         Ok(text) => text,
         Err(e) => return ReloadOutcome::Failed(e),
     };
-    let files: Vec<ProfileFile> = text
-        .iter()
-        .map(|text| ProfileFile {
-            path: &t.path,
-            content: text.as_bytes(),
-            mode: 0o644,
-            create_only: false,
-        })
-        .collect();
+    let file = text.as_deref().map(|text| ProfileFile {
+        path: &t.path,
+        content: text.as_bytes(),
+        mode: 0o644,
+        create_only: false,
+    });
     // A hook may have unloaded it (the guest stopped) while we waited.
     // A load that fails puts the previous file back (the transaction).
     let mut txn = crate::store::Txn::new();
@@ -376,7 +361,7 @@ fn replace(
         &mut txn,
         &t.profile,
         &t.path,
-        &files,
+        file.as_slice(),
         LoadWhen::IfLoaded,
     );
     match done {

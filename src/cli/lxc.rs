@@ -104,8 +104,23 @@ fn templates(dir: Option<&std::path::Path>) -> Result<Templates, CliError> {
     if dir.is_some() {
         return Ok(Templates::load(dir)?);
     }
-    let cfg = aa_virt::config::Config::load(&aa_virt::config::Config::default_path())?;
-    Ok(Templates::load(cfg.templates.as_deref())?)
+    Ok(templates_for(None, &root_config()?)?)
+}
+
+/// [`templates`] with the configuration already read.
+fn templates_for(
+    dir: Option<&Path>,
+    cfg: &aa_virt::config::Config,
+) -> Result<Templates, aa_virt::policy::TemplateError> {
+    Templates::load(dir.or(cfg.templates.as_deref()))
+}
+
+/// The configuration file (a file that does not parse is an error, as in
+/// the hooks).
+fn root_config() -> Result<aa_virt::config::Config, CliError> {
+    Ok(aa_virt::config::Config::load(
+        &aa_virt::config::Config::default_path(),
+    )?)
 }
 
 /// Run `aa-virt lxc ...`.
@@ -190,10 +205,9 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
         }
         LxcCommand::Profile(p) => {
             let ct = lxc::Container::open(&p.name, &p.lxcpath)?;
-            let mode = match ct.label().and_then(|e| ct.names().mode_of(&e.value)) {
-                Some(m) => m,
-                None => aa_virt::apparmor::ContainerMode::Stacked,
-            };
+            let mode = ct
+                .managed_mode()
+                .unwrap_or(aa_virt::apparmor::ContainerMode::Stacked);
             let parser = Parser::new();
             let r = profile::render_stored(
                 &ct,
@@ -231,8 +245,7 @@ pub fn run_lxc(templates_dir: Option<&std::path::Path>, a: &LxcArgs) -> Result<i
 /// The root commands' settings: the environment and the configuration
 /// file (a file that does not parse is an error, as in the hooks).
 fn root_settings() -> Result<Settings, CliError> {
-    let cfg = aa_virt::config::Config::load(&aa_virt::config::Config::default_path())?;
-    Ok(settings(false, &cfg))
+    Ok(settings(false, &root_config()?))
 }
 
 /// The hooks' and the root commands' settings, from the environment and
@@ -291,8 +304,7 @@ pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32
             )
         }
     };
-    let dir = templates_dir.or(cfg.templates.as_deref());
-    let templates = match Templates::load(dir) {
+    let templates = match templates_for(templates_dir, &cfg) {
         Ok(t) => t,
         Err(e) => {
             return fail(
@@ -328,11 +340,7 @@ pub fn run_hook(templates_dir: Option<&std::path::Path>, args: &[String]) -> i32
 /// config carries aa-virt's label).
 pub(super) fn managed(name: &str, lxcpath: &Path) -> Result<lxc::Container, CliError> {
     let ct = lxc::Container::open(name, lxcpath)?;
-    if ct
-        .label()
-        .and_then(|e| ct.names().mode_of(&e.value))
-        .is_none()
-    {
+    if ct.managed_mode().is_none() {
         return Err(format!(
             "container {name} in {}: aa-virt does not manage it; run `aa-virt lxc enable {name}` first",
             lxcpath.display()
@@ -351,8 +359,7 @@ pub(super) fn rendered_policy(
 ) -> Result<Policy, CliError> {
     let names = ct.names();
     let mode = ct
-        .label()
-        .and_then(|e| names.mode_of(&e.value))
+        .managed_mode()
         .unwrap_or(aa_virt::apparmor::ContainerMode::Stacked);
     let parser = Parser::new();
     let r = profile::render_stored(
@@ -382,9 +389,10 @@ pub(super) fn reload_if_running(
     ct: &lxc::Container,
     templates_dir: Option<&Path>,
 ) -> Result<bool, CliError> {
+    let cfg = root_config()?;
     Ok(hook::reload_if_loaded(
         ct,
-        &root_settings()?,
-        &templates(templates_dir)?,
+        &settings(false, &cfg),
+        &templates_for(templates_dir, &cfg)?,
     )?)
 }

@@ -236,6 +236,12 @@ pub struct GuestRow {
 }
 
 impl GuestRow {
+    /// A container whose profile root renders at each start (privileged or
+    /// id-mapped): not a user container, whose policy is what root enabled.
+    pub fn rendered_by_root(&self) -> bool {
+        self.kind == GuestKind::Lxc && self.privilege != Some("user")
+    }
+
     /// A guest not assessed yet: what it is and its state, nothing known
     /// about its confinement.
     pub fn new(name: &str, kind: GuestKind, source: String, state: &str, active: bool) -> GuestRow {

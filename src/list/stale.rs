@@ -15,9 +15,8 @@ use super::{GuestRow, ListOptions, ListReport};
 use crate::apparmor::{self, freshness, Freshness, Parser, SystemKernel};
 use crate::guest::GuestKind;
 use crate::libvirt::conn;
-use crate::lxc::profile::{render_current, RenderOptions};
+use crate::lxc::profile::Rerender;
 use crate::policy::files::written_by_aa_virt;
-use crate::policy::Templates;
 
 /// Where a listed guest's aa-virt profile comes from.
 #[derive(Debug, Clone)]
@@ -64,7 +63,7 @@ pub fn assess(opts: &ListOptions, report: &mut ListReport) {
         return;
     }
     let kernel = apparmor::select(SystemKernel::at(opts.root.clone()));
-    let mut render = RenderCtx::default();
+    let mut render = Rerender::new(opts.templates.as_deref(), &opts.parser);
     for g in report.guests.iter_mut().filter(|g| g.loaded == Some(true)) {
         let Some(src) = profile_source(opts, g, base).filter(|s| s.path.is_file()) else {
             continue;
@@ -77,7 +76,7 @@ pub fn assess(opts: &ListOptions, report: &mut ListReport) {
         let Some(mut f) = freshness(kernel.as_ref(), &src.parser, &src.profile, &src.path) else {
             continue;
         };
-        if f == Freshness::Current && g.kind == GuestKind::Lxc {
+        if f == Freshness::Current && g.rendered_by_root() {
             if let Some(why) = lxc_drift(opts, g, &src, &mut render) {
                 f = Freshness::Stale(why);
             }
@@ -93,41 +92,20 @@ pub fn assess(opts: &ListOptions, report: &mut ListReport) {
     }
 }
 
-/// What rendering a container's profile needs, made once per `list`.
-#[derive(Default)]
-struct RenderCtx {
-    made: Option<Option<(Templates, RenderOptions)>>,
-}
-
-impl RenderCtx {
-    fn get(&mut self, opts: &ListOptions) -> Option<&(Templates, RenderOptions)> {
-        self.made
-            .get_or_insert_with(|| {
-                let t = Templates::load(opts.templates.as_deref())
-                    .map_err(|e| tracing::debug!("templates for the drift check: {e}"))
-                    .ok()?;
-                Some((t, crate::lxc::probe_options(&opts.parser)))
-            })
-            .as_ref()
-    }
-}
-
 /// Why the profile a root load of container `g` would store now differs
 /// from the stored one, or `None` when it does not (or cannot be told).
-/// A user container is skipped: its policy is what root enabled, whatever
-/// the user's config says now.
 fn lxc_drift(
     opts: &ListOptions,
     g: &GuestRow,
     src: &ProfileSource,
-    render: &mut RenderCtx,
+    render: &mut Rerender,
 ) -> Option<String> {
-    if g.privilege == Some("user") {
+    if let Err(e) = render.prepare() {
+        tracing::debug!("templates for the drift check: {e}");
         return None;
     }
-    let (templates, ropts) = render.get(opts)?;
     let ct = crate::lxc::Container::open(&g.name, std::path::Path::new(&g.source)).ok()?;
-    let now = match render_current(&ct, templates, *ropts, &opts.lxc_layout.allow_dir) {
+    let now = match render.render(&ct, &opts.lxc_layout.allow_dir) {
         Ok(now) => now?,
         Err(e) => {
             return Some(format!(

@@ -91,6 +91,12 @@ impl Container {
         config::last(&self.entries, "lxc.apparmor.profile")
     }
 
+    /// The mode of the aa-virt label its config carries; `None` when the
+    /// config names no aa-virt label (aa-virt does not manage it).
+    pub fn managed_mode(&self) -> Option<ContainerMode> {
+        self.label().and_then(|e| self.names().mode_of(&e.value))
+    }
+
     /// `lxc.apparmor.allow_nesting = 1` in effect.
     pub fn nesting(&self) -> bool {
         config::last(&self.entries, "lxc.apparmor.allow_nesting").is_some_and(|e| e.value == "1")
@@ -318,20 +324,47 @@ pub fn render_stored(
     render_with(ct, mode, templates, opts, &allowances)
 }
 
-/// The profile a root load of the container would store now: rendered
-/// from its config, aa-virt's template and its stored allowances, in the
-/// mode its config's label names. `None` when its config carries no
-/// aa-virt label (aa-virt does not manage it).
-pub fn render_current(
-    ct: &Container,
-    templates: &Templates,
-    opts: RenderOptions,
-    allow_dir: &Path,
-) -> Result<Option<String>, LxcError> {
-    let Some(mode) = ct.label().and_then(|e| ct.names().mode_of(&e.value)) else {
-        return Ok(None);
-    };
-    render_stored(ct, mode, templates, opts, allow_dir).map(|r| Some(r.text))
+/// Renders running containers' profiles again as a root load would store
+/// them now (their config, aa-virt's template, their allowances): `list`
+/// compares the result with the stored file, `reload` loads it. The
+/// templates and the parser's probes are made once, at first use.
+pub struct Rerender<'a> {
+    templates_dir: Option<&'a Path>,
+    parser: &'a Parser,
+    made: Option<(Templates, RenderOptions)>,
+}
+
+impl<'a> Rerender<'a> {
+    /// Render with the templates of `templates_dir` (`None`: the built-in
+    /// ones) and what `parser` supports.
+    pub fn new(templates_dir: Option<&'a Path>, parser: &'a Parser) -> Rerender<'a> {
+        Rerender {
+            templates_dir,
+            parser,
+            made: None,
+        }
+    }
+
+    /// Load the templates and probe the parser, unless done already.
+    pub fn prepare(&mut self) -> Result<(), LxcError> {
+        if self.made.is_none() {
+            let templates = Templates::load(self.templates_dir)?;
+            self.made = Some((templates, super::probe_options(self.parser)));
+        }
+        Ok(())
+    }
+
+    /// Container `ct`'s profile, in the mode its label names, with the
+    /// allowances stored in `allow_dir`; `None` when aa-virt does not
+    /// manage it.
+    pub fn render(&mut self, ct: &Container, allow_dir: &Path) -> Result<Option<String>, LxcError> {
+        let Some(mode) = ct.managed_mode() else {
+            return Ok(None);
+        };
+        self.prepare()?;
+        let (templates, opts) = self.made.as_ref().expect("prepared above");
+        render_stored(ct, mode, templates, *opts, allow_dir).map(|r| Some(r.text))
+    }
 }
 
 /// Render a container's profile from its configuration alone (no stored
